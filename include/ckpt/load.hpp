@@ -1,0 +1,74 @@
+// ckpt/load.hpp - restoring trees and metadata from a checkpoint directory.
+//
+// Nothing of the caller's memory is touched before the whole checkpoint has been validated:
+// commit marker and index checksum, format version, caps, file names, shapes, chunk bounds and
+// the template match. Every chunk's XXH3 is verified (unless disabled) before it is decoded
+// straight into its destination.
+#pragma once
+
+#include <ckpt/error.hpp>
+#include <ckpt/runtime.hpp>
+#include <ckpt/tree.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/object.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace ckpt {
+
+struct load_options {
+  /// Template mode. false (strict): the template must match the checkpoint exactly (same
+  /// structure, dtypes and shapes); every mismatch is reported at once. true (partial): restore
+  /// only the template's leaves that the checkpoint holds with the same dtype and shape; skip
+  /// the rest silently (e.g. a trainer checkpoint into an inference template).
+  bool partial = false;
+  /// Verify each chunk's XXH3-64 before decoding. Turning this off trades integrity for a little
+  /// CPU: a flipped bit on disk in a raw chunk then yields silently wrong values.
+  bool verify_checksums = true;
+  /// Read data files with O_DIRECT where the file system allows it.
+  bool direct_io = true;
+  /// The runtime to run on; null means runtime::global().
+  std::shared_ptr<ckpt::runtime> runtime;
+};
+
+struct loaded_checkpoint {
+  /// The restored tree. With a template: the template's structure (in partial mode pruned to
+  /// the restored leaves); leaves that had writable memory in the template were filled in place
+  /// (the same memory), spec leaves got fresh owned arrays. Without one: the tree as saved.
+  ckpt::tree tree;
+  boost::json::object metadata;
+  /// job.json when the checkpoint has one.
+  std::optional<boost::json::object> job;
+};
+
+/// Loads `path`. `template_tree` null: the whole tree as saved.
+boost::asio::awaitable<result<loaded_checkpoint>> load(std::filesystem::path path,
+                                                       const tree* template_tree = nullptr,
+                                                       load_options options = {});
+result<loaded_checkpoint> load_blocking(std::filesystem::path path,
+                                        const tree* template_tree = nullptr,
+                                        load_options options = {});
+
+/// Loads one leaf or subtree by path (see tree.hpp) without reading any other leaf's chunks.
+boost::asio::awaitable<result<tree>> load_subtree(std::filesystem::path path,
+                                                  std::string subtree_path,
+                                                  load_options options = {});
+result<tree> load_subtree_blocking(std::filesystem::path path, std::string subtree_path,
+                                   load_options options = {});
+
+/// metadata.json only, without opening the index or any data file (checked against the commit
+/// marker's checksum).
+boost::asio::awaitable<result<boost::json::object>> load_metadata(std::filesystem::path path);
+result<boost::json::object> load_metadata_blocking(std::filesystem::path path);
+/// job.json only (errc::not_found when the checkpoint has none).
+result<boost::json::object> load_job_blocking(std::filesystem::path path);
+
+/// True when `path` holds a committed checkpoint (commit marker present and consistent with
+/// its index). Reads only COMMIT and index.json.
+result<bool> is_committed(std::filesystem::path path);
+
+}  // namespace ckpt

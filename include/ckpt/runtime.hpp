@@ -1,0 +1,56 @@
+// ckpt/runtime.hpp - the threads, IO engine and staging memory that save and load run on.
+#pragma once
+
+#include <ckpt/error.hpp>
+#include <ckpt/io.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <cstdint>
+#include <memory>
+
+namespace boost::asio {
+class thread_pool;
+}
+
+namespace ckpt {
+
+struct runtime_options {
+  io::engine_options io;
+  /// Threads that encode, checksum and decode chunks. 0: one per core.
+  unsigned cpu_threads = 0;
+  /// Bytes of staging memory (encoded chunks waiting to be written, chunks read and waiting to
+  /// be decoded) a runtime may hold at once. It bounds peak memory beyond the tree itself. A
+  /// save of borrowed leaves reaches `staged` without waiting for the disk only when its
+  /// encoded tree fits in this budget. 0: a quarter of physical memory, at most 8 GiB.
+  std::uint64_t staging_budget = 0;
+};
+
+/// Owns one IO engine, a CPU thread pool, the pipeline thread that runs save/load coroutines
+/// and a pool of staging buffers reused across saves (so that memory is not faulted in anew for
+/// every checkpoint). Thread-safe. Create one per process (or use `global()`); destroy it only
+/// after every save/load it started has completed.
+class runtime {
+ public:
+  static result<std::shared_ptr<runtime>> create(const runtime_options& options = {});
+  /// A process-wide runtime with default options, created on first use. Throws std::system_error
+  /// when it cannot be created (no IO backend works at all).
+  static const std::shared_ptr<runtime>& global();
+  ~runtime();
+
+  /// The executor of the pipeline thread.
+  boost::asio::any_io_executor executor() const;
+  boost::asio::thread_pool& cpu_pool();
+  io::engine& io();
+  std::uint64_t staging_budget() const noexcept;
+  unsigned cpu_threads() const noexcept;
+
+  struct impl;
+  impl& internals() noexcept { return *impl_; }
+
+ private:
+  explicit runtime(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace ckpt

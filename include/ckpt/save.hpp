@@ -1,0 +1,108 @@
+// ckpt/save.hpp - saving a tree and its metadata as one checkpoint directory.
+//
+// A save is a pipeline: flatten -> chunk -> encode + checksum (thread pool) -> io_uring writes
+// into a few data files -> fsync -> metadata, job, index -> commit marker -> directory fsync ->
+// atomic rename -> parent fsync (docs/FORMAT.md). It has two milestones:
+//  - staged: every byte of the tree has been captured. From here the caller may change its
+//    borrowed arrays. Shared (immutable) leaves are referenced, never copied before staged.
+//  - committed: the checkpoint is durable and visible under its final name. A crash or a failure
+//    before this leaves every existing checkpoint untouched and no visible partial one.
+#pragma once
+
+#include <ckpt/error.hpp>
+#include <ckpt/runtime.hpp>
+#include <ckpt/tree.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+namespace ckpt {
+
+struct save_options {
+  /// Leaves are split into chunks of at most this many raw bytes; small leaves are packed
+  /// together into write units of this size.
+  std::uint64_t chunk_bytes = 4ull << 20;
+  /// Data files written in parallel.
+  unsigned data_files = 4;
+  /// Replace an existing committed checkpoint at the same path. The swap is atomic: the old one
+  /// stays intact and visible until the new one commits.
+  bool overwrite = false;
+  /// Try LZ4 per chunk, keeping it only where it pays (see min_ratio); false stores raw.
+  bool compress = true;
+  /// Byte-shuffle floating-point chunks before LZ4.
+  bool shuffle = true;
+  /// Keep a compressed chunk only if raw/stored >= min_ratio (judged on samples first).
+  double min_ratio = 1.10;
+  /// Open data files with O_DIRECT where the file system allows it.
+  bool direct_io = true;
+  /// Contents of job.json (the job layer's slot: spec and config); absent when empty.
+  std::optional<boost::json::object> job;
+  /// The runtime to run on; null means runtime::global().
+  std::shared_ptr<ckpt::runtime> runtime;
+};
+
+/// Per-stage timings of one save (seconds since the save started, and totals).
+struct save_stats {
+  std::uint64_t logical_bytes = 0;  ///< sum of the leaves' bytes
+  std::uint64_t stored_bytes = 0;   ///< bytes in data files (after encoding and padding)
+  std::uint64_t chunks = 0;
+  std::uint64_t leaves = 0;
+  double staged_s = 0;     ///< start -> staged
+  double encode_s = 0;     ///< CPU seconds spent encoding + checksumming (summed over threads)
+  double written_s = 0;    ///< start -> last data write completed
+  double fsync_s = 0;      ///< data-file fsyncs (wall)
+  double commit_s = 0;     ///< metadata, index, marker, dir fsyncs, rename (wall)
+  double committed_s = 0;  ///< start -> committed
+};
+
+/// The handle of a save in flight. Copyable (all copies share the save). All member functions
+/// are thread-safe. Dropping every handle does not cancel the save.
+class save_handle {
+ public:
+  struct state;
+  explicit save_handle(std::shared_ptr<state> s) : state_(std::move(s)) {}
+
+  /// Completes when every byte is captured (or the save failed). Resumes on the awaiting
+  /// coroutine's executor.
+  boost::asio::awaitable<result<void>> staged() const;
+  /// Completes when the checkpoint is durable and visible (or the save failed).
+  boost::asio::awaitable<result<void>> committed() const;
+  /// Blocking forms, for callers that do not run Asio. Do not call from the runtime's threads.
+  result<void> wait_staged() const;
+  result<void> wait_committed() const;
+  bool is_staged() const noexcept;
+  bool is_done() const noexcept;
+  /// Asks the save to stop. Before the final rename it aborts with `errc::cancelled` and
+  /// removes its temporary directory; after it, the save completes normally.
+  void cancel() const noexcept;
+  /// Timings so far (complete once committed).
+  save_stats stats() const;
+  /// The checkpoint's final path.
+  const std::filesystem::path& path() const noexcept;
+
+ private:
+  std::shared_ptr<state> state_;
+};
+
+/// Starts saving `t` and `metadata` as the checkpoint directory `path` (its parent directories
+/// are created). Returns at once; the handle tells when it is staged and committed. Borrowed
+/// leaves must stay valid and unchanged until `staged`; shared leaves are kept alive by the
+/// save. Errors (invalid tree, existing checkpoint without `overwrite`, IO failures) come
+/// through the handle's awaits.
+save_handle start_save(std::filesystem::path path, const tree& t, boost::json::object metadata,
+                       save_options options = {});
+
+/// Saves and waits for commit.
+boost::asio::awaitable<result<save_stats>> save(std::filesystem::path path, const tree& t,
+                                                boost::json::object metadata,
+                                                save_options options = {});
+/// Blocking form of save().
+result<save_stats> save_blocking(std::filesystem::path path, const tree& t,
+                                 boost::json::object metadata, save_options options = {});
+
+}  // namespace ckpt
