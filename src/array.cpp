@@ -6,7 +6,8 @@
 
 namespace ckpt {
 namespace {
-constexpr std::uint64_t max_size = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+constexpr std::uint64_t max_size =
+    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 }
 
 std::string shape_to_string(std::span<const std::int64_t> extents) {
@@ -33,7 +34,8 @@ result<std::uint64_t> element_count(std::span<const std::int64_t> extents) {
     if (e == 0) return std::uint64_t{0};
   }
   if (overflow) {
-    return fail(errc::shape_overflow, "shape " + shape_to_string(extents) + " has more than 2^63 elements");
+    return fail(errc::shape_overflow,
+                "shape " + shape_to_string(extents) + " has more than 2^63 elements");
   }
   return n;
 }

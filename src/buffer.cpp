@@ -35,7 +35,9 @@ aligned_buffer& aligned_buffer::operator=(aligned_buffer&& o) noexcept {
   return *this;
 }
 
-aligned_buffer::~aligned_buffer() { std::free(data_); }
+aligned_buffer::~aligned_buffer() {
+  std::free(data_);
+}
 
 void aligned_buffer::resize(std::size_t n) {
   if (n > capacity_) throw std::length_error("aligned_buffer::resize beyond capacity");

@@ -11,21 +11,36 @@ class category final : public std::error_category {
   const char* name() const noexcept override { return "ckpt"; }
   std::string message(int v) const override {
     switch (static_cast<errc>(v)) {
-      case errc::invalid_argument: return "invalid argument";
-      case errc::unknown_dtype: return "unknown dtype";
-      case errc::shape_overflow: return "shape overflows 64-bit sizes";
-      case errc::size_mismatch: return "byte size does not match dtype and shape";
-      case errc::not_found: return "not found";
-      case errc::already_exists: return "already exists";
-      case errc::template_mismatch: return "template does not match the checkpoint";
-      case errc::corrupt: return "checkpoint is corrupt";
-      case errc::unsupported_version: return "unsupported format version";
-      case errc::limit_exceeded: return "safety limit exceeded";
-      case errc::path_escape: return "path escapes its directory";
-      case errc::not_committed: return "checkpoint is not committed";
-      case errc::cancelled: return "cancelled";
-      case errc::io_backend: return "IO backend unavailable";
-      case errc::aborted: return "aborted after an earlier failure";
+      case errc::invalid_argument:
+        return "invalid argument";
+      case errc::unknown_dtype:
+        return "unknown dtype";
+      case errc::shape_overflow:
+        return "shape overflows 64-bit sizes";
+      case errc::size_mismatch:
+        return "byte size does not match dtype and shape";
+      case errc::not_found:
+        return "not found";
+      case errc::already_exists:
+        return "already exists";
+      case errc::template_mismatch:
+        return "template does not match the checkpoint";
+      case errc::corrupt:
+        return "checkpoint is corrupt";
+      case errc::unsupported_version:
+        return "unsupported format version";
+      case errc::limit_exceeded:
+        return "safety limit exceeded";
+      case errc::path_escape:
+        return "path escapes its directory";
+      case errc::not_committed:
+        return "checkpoint is not committed";
+      case errc::cancelled:
+        return "cancelled";
+      case errc::io_backend:
+        return "IO backend unavailable";
+      case errc::aborted:
+        return "aborted after an earlier failure";
     }
     return "unknown ckpt error " + std::to_string(v);
   }
@@ -38,7 +53,9 @@ const std::error_category& error_category() noexcept {
   return c;
 }
 
-std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
+std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), error_category()};
+}
 
 std::string error::what() const {
   std::string generic = code_.message();

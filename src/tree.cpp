@@ -149,14 +149,19 @@ const tree* tree::find(std::string_view path) const {
   auto r = at(path);
   return r ? r.value() : nullptr;
 }
-tree* tree::find(std::string_view path) { return const_cast<tree*>(std::as_const(*this).find(path)); }
+tree* tree::find(std::string_view path) {
+  return const_cast<tree*>(std::as_const(*this).find(path));
+}
 
 namespace {
 
 void flatten_into(const tree& t, std::string& path, std::vector<flat_leaf>& out) {
   switch (t.type()) {
-    case tree::kind::none: return;
-    case tree::kind::leaf: out.push_back({path, t.leaf()}); return;
+    case tree::kind::none:
+      return;
+    case tree::kind::leaf:
+      out.push_back({path, t.leaf()});
+      return;
     case tree::kind::dict:
       for (const auto& [k, v] : t.items()) {
         std::size_t mark = path.size();
@@ -181,8 +186,10 @@ void flatten_into(const tree& t, std::string& path, std::vector<flat_leaf>& out)
 template <class F>
 void for_each_leaf(const tree& t, F&& f) {
   if (t.is_leaf()) f(t.leaf());
-  for (const auto& [k, v] : t.items()) for_each_leaf(v, f);
-  for (const auto& e : t.elements()) for_each_leaf(e, f);
+  for (const auto& [k, v] : t.items())
+    for_each_leaf(v, f);
+  for (const auto& e : t.elements())
+    for_each_leaf(e, f);
 }
 
 }  // namespace
@@ -210,8 +217,10 @@ std::uint64_t tree::num_bytes() const noexcept {
 bool tree::same_structure(const tree& o) const noexcept {
   if (kind_ != o.kind_ || size() != o.size()) return false;
   switch (kind_) {
-    case kind::none: return true;
-    case kind::leaf: return leaf_.dtype() == o.leaf_.dtype() && leaf_.shape() == o.leaf_.shape();
+    case kind::none:
+      return true;
+    case kind::leaf:
+      return leaf_.dtype() == o.leaf_.dtype() && leaf_.shape() == o.leaf_.shape();
     case kind::dict:
       for (std::size_t i = 0; i < node_->items.size(); ++i) {
         const auto& [k, v] = node_->items[i];
@@ -241,7 +250,8 @@ namespace {
 
 result<tree> rebuild(const tree& s, std::vector<ckpt::array>& leaves, std::size_t& next) {
   switch (s.type()) {
-    case tree::kind::none: return tree();
+    case tree::kind::none:
+      return tree();
     case tree::kind::leaf:
       if (next >= leaves.size()) {
         return fail(errc::invalid_argument, "unflatten: more leaves in the structure than given (" +
@@ -284,9 +294,12 @@ std::string escape_key(std::string_view key) {
   std::string out;
   out.reserve(key.size());
   for (char c : key) {
-    if (c == '~') out += "~0";
-    else if (c == '/') out += "~1";
-    else out += c;
+    if (c == '~')
+      out += "~0";
+    else if (c == '/')
+      out += "~1";
+    else
+      out += c;
   }
   return out;
 }
@@ -324,7 +337,8 @@ result<std::vector<std::string>> split_path(std::string_view path) {
   std::size_t start = 0;
   while (true) {
     std::size_t slash = path.find('/', start);
-    std::string_view part = path.substr(start, slash == std::string_view::npos ? slash : slash - start);
+    std::string_view part =
+        path.substr(start, slash == std::string_view::npos ? slash : slash - start);
     CKPT_TRY(std::string un, unescape_key(part));
     parts.push_back(std::move(un));
     if (slash == std::string_view::npos) break;

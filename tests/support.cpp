@@ -45,7 +45,8 @@ std::vector<std::uint8_t> random_bytes(std::size_t n, std::uint64_t seed) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     z ^= z >> 31;
-    for (std::size_t j = 0; j < 8 && i + j < n; ++j) out[i + j] = static_cast<std::uint8_t>(z >> (8 * j));
+    for (std::size_t j = 0; j < 8 && i + j < n; ++j)
+      out[i + j] = static_cast<std::uint8_t>(z >> (8 * j));
   }
   return out;
 }

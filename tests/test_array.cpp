@@ -72,7 +72,8 @@ TEST_CASE("0-d, empty, shared, owned and spec arrays", "[array]") {
   REQUIRE(z);
   CHECK(z.value().ownership() == ckpt::ownership::owned);
   CHECK(ckpt::is_aligned(z.value().bytes().data(), 4096));
-  for (auto x : z.value().as<std::int16_t>()) CHECK(x == 0);
+  for (auto x : z.value().as<std::int16_t>())
+    CHECK(x == 0);
 
   auto s = ckpt::array::spec(dtype::f32, {4, 4});
   REQUIRE(s);

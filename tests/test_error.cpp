@@ -4,7 +4,9 @@
 
 namespace {
 ckpt::result<int> parse_positive(int v) {
-  if (v <= 0) return ckpt::fail(ckpt::errc::invalid_argument, "value " + std::to_string(v) + " is not positive");
+  if (v <= 0)
+    return ckpt::fail(ckpt::errc::invalid_argument,
+                      "value " + std::to_string(v) + " is not positive");
   return v;
 }
 ckpt::result<int> twice(int v) {

@@ -40,7 +40,8 @@ TEST_CASE("unflatten rebuilds the same tree", "[tree]") {
   std::vector<float> a(2, 1), b(3, 2);
   tree t = tree::dict({{"x", tree::list({leaf_of(a), tree::dict()})}, {"y", leaf_of(b)}});
   std::vector<ckpt::array> leaves;
-  for (auto& f : t.flatten()) leaves.push_back(f.array);
+  for (auto& f : t.flatten())
+    leaves.push_back(f.array);
   auto back = ckpt::unflatten(t, leaves);
   REQUIRE(back);
   CHECK(back.value() == t);
@@ -84,13 +85,15 @@ TEST_CASE("empty trees, empty containers and a bare leaf", "[tree]") {
 TEST_CASE("deep nesting and wide dicts", "[tree]") {
   std::vector<float> v(1, 1);
   tree t = leaf_of(v);
-  for (int i = 0; i < 500; ++i) t = tree::dict({{"k", std::move(t)}});
+  for (int i = 0; i < 500; ++i)
+    t = tree::dict({{"k", std::move(t)}});
   auto flat = t.flatten();
   REQUIRE(flat.size() == 1);
   CHECK(flat[0].path.size() == 500 * 2 - 1);
 
   tree wide = tree::dict();
-  for (int i = 0; i < 20000; ++i) wide.set("t_" + std::to_string(i), leaf_of(v));
+  for (int i = 0; i < 20000; ++i)
+    wide.set("t_" + std::to_string(i), leaf_of(v));
   CHECK(wide.size() == 20000);
   CHECK(wide.get("t_19999") != nullptr);
   wide.set("t_5", tree());  // replace keeps the position

@@ -31,9 +31,9 @@ enum class dtype : std::uint8_t {
 };
 
 inline constexpr std::array<dtype, 15> all_dtypes = {
-    dtype::bool_, dtype::i8,   dtype::i16,  dtype::i32, dtype::i64,     dtype::u8,
-    dtype::u16,   dtype::u32,  dtype::u64,  dtype::f16, dtype::bf16,    dtype::f32,
-    dtype::f64,   dtype::f8_e4m3, dtype::f8_e5m2};
+    dtype::bool_, dtype::i8,  dtype::i16, dtype::i32,     dtype::i64,
+    dtype::u8,    dtype::u16, dtype::u32, dtype::u64,     dtype::f16,
+    dtype::bf16,  dtype::f32, dtype::f64, dtype::f8_e4m3, dtype::f8_e5m2};
 
 /// Size of one element in bytes (1, 2, 4 or 8).
 std::size_t dtype_size(dtype t) noexcept;
@@ -50,16 +50,27 @@ inline constexpr dtype dtype_of = [] {
   static_assert(sizeof(T) == 0, "no ckpt dtype for this C++ type");
   return dtype::u8;
 }();
-template <> inline constexpr dtype dtype_of<bool> = dtype::bool_;
-template <> inline constexpr dtype dtype_of<std::int8_t> = dtype::i8;
-template <> inline constexpr dtype dtype_of<std::int16_t> = dtype::i16;
-template <> inline constexpr dtype dtype_of<std::int32_t> = dtype::i32;
-template <> inline constexpr dtype dtype_of<std::int64_t> = dtype::i64;
-template <> inline constexpr dtype dtype_of<std::uint8_t> = dtype::u8;
-template <> inline constexpr dtype dtype_of<std::uint16_t> = dtype::u16;
-template <> inline constexpr dtype dtype_of<std::uint32_t> = dtype::u32;
-template <> inline constexpr dtype dtype_of<std::uint64_t> = dtype::u64;
-template <> inline constexpr dtype dtype_of<float> = dtype::f32;
-template <> inline constexpr dtype dtype_of<double> = dtype::f64;
+template <>
+inline constexpr dtype dtype_of<bool> = dtype::bool_;
+template <>
+inline constexpr dtype dtype_of<std::int8_t> = dtype::i8;
+template <>
+inline constexpr dtype dtype_of<std::int16_t> = dtype::i16;
+template <>
+inline constexpr dtype dtype_of<std::int32_t> = dtype::i32;
+template <>
+inline constexpr dtype dtype_of<std::int64_t> = dtype::i64;
+template <>
+inline constexpr dtype dtype_of<std::uint8_t> = dtype::u8;
+template <>
+inline constexpr dtype dtype_of<std::uint16_t> = dtype::u16;
+template <>
+inline constexpr dtype dtype_of<std::uint32_t> = dtype::u32;
+template <>
+inline constexpr dtype dtype_of<std::uint64_t> = dtype::u64;
+template <>
+inline constexpr dtype dtype_of<float> = dtype::f32;
+template <>
+inline constexpr dtype dtype_of<double> = dtype::f64;
 
 }  // namespace ckpt

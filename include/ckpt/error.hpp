@@ -81,7 +81,9 @@ class error {
 error system_error(int errno_value, std::string message = {});
 
 // Hooks Boost.Outcome finds by ADL.
-inline std::error_code make_error_code(const error& e) noexcept { return e.code(); }
+inline std::error_code make_error_code(const error& e) noexcept {
+  return e.code();
+}
 [[noreturn]] void outcome_throw_as_system_error_with_payload(const error& e);
 
 template <class T>
@@ -101,10 +103,29 @@ inline boost::outcome_v2::failure_type<error> fail(error e) {
 
 /// CKPT_TRY(auto x, expr) / CKPT_TRY(expr): propagate a failed result.
 #define CKPT_TRY BOOST_OUTCOME_TRY
-/// CKPT_TRY_CTX(auto x, expr, "context"): propagate a failed result, prepending context.
-#define CKPT_TRY_CTX_IMPL2(tmp, decl, expr, ctx)                   \
-  auto&& tmp = (expr);                                              \
-  if (!tmp) return ::ckpt::fail(std::move(tmp).error().with_context(ctx)); \
+/// The same inside a coroutine (co_return).
+#define CKPT_CO_TRY BOOST_OUTCOME_CO_TRY
+
+#define CKPT_DETAIL_CAT2(a, b) a##b
+#define CKPT_DETAIL_CAT(a, b) CKPT_DETAIL_CAT2(a, b)
+#define CKPT_DETAIL_TRY_CTX(ret, tmp, decl, expr, ctx)                  \
+  auto&& tmp = (expr);                                                  \
+  if (!tmp) ret ::ckpt::fail(std::move(tmp).error().with_context(ctx)); \
   decl = std::move(tmp).value()
-#define CKPT_TRY_CTX_IMPL(n, decl, expr, ctx) CKPT_TRY_CTX_IMPL2(ckpt_try_##n, decl, expr, ctx)
-#define CKPT_TRY_CTX(decl, expr, ctx) CKPT_TRY_CTX_IMPL(__COUNTER__, decl, expr, ctx)
+#define CKPT_DETAIL_TRYV_CTX(ret, tmp, expr, ctx)                         \
+  do {                                                                    \
+    auto&& tmp = (expr);                                                  \
+    if (!tmp) ret ::ckpt::fail(std::move(tmp).error().with_context(ctx)); \
+  } while (false)
+
+/// CKPT_TRY_CTX(auto x, expr, "context"): propagate a failed result, prepending context.
+#define CKPT_TRY_CTX(decl, expr, ctx) \
+  CKPT_DETAIL_TRY_CTX(return, CKPT_DETAIL_CAT(ckpt_try_, __COUNTER__), decl, expr, ctx)
+/// CKPT_TRYV_CTX(expr, "context"): the same for a result whose value is not needed.
+#define CKPT_TRYV_CTX(expr, ctx) \
+  CKPT_DETAIL_TRYV_CTX(return, CKPT_DETAIL_CAT(ckpt_try_, __COUNTER__), expr, ctx)
+/// Coroutine forms (co_return).
+#define CKPT_CO_TRY_CTX(decl, expr, ctx) \
+  CKPT_DETAIL_TRY_CTX(co_return, CKPT_DETAIL_CAT(ckpt_try_, __COUNTER__), decl, expr, ctx)
+#define CKPT_CO_TRYV_CTX(expr, ctx) \
+  CKPT_DETAIL_TRYV_CTX(co_return, CKPT_DETAIL_CAT(ckpt_try_, __COUNTER__), expr, ctx)

@@ -1,0 +1,42 @@
+// What a runtime holds (internal).
+#pragma once
+
+#include "detail/async.hpp"
+#include "detail/buffer_pool.hpp"
+
+#include <ckpt/runtime.hpp>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <memory>
+#include <thread>
+
+namespace ckpt {
+
+struct runtime::impl {
+  impl(std::shared_ptr<io::engine> e, unsigned threads, std::uint64_t budget)
+      : engine(std::move(e)),
+        pool(threads),
+        cpu_threads(threads),
+        staging(budget),
+        buffers(budget) {}
+
+  std::shared_ptr<io::engine> engine;
+  boost::asio::io_context ctx{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard{
+      ctx.get_executor()};
+  std::thread thread;
+  boost::asio::thread_pool pool;
+  unsigned cpu_threads;
+  detail::async_budget staging;
+  detail::buffer_pool buffers;
+};
+
+/// The runtime to use for options that may name none.
+inline std::shared_ptr<runtime> runtime_or_global(const std::shared_ptr<runtime>& rt) {
+  return rt ? rt : runtime::global();
+}
+
+}  // namespace ckpt

@@ -1,0 +1,574 @@
+// The save pipeline. See docs/FORMAT.md for the on-disk result and RELIABILITY.md for the order
+// of durable steps. Everything below runs as coroutines on the runtime's pipeline thread (one
+// thread: no locks needed for pipeline state), except `encode_unit`, which runs on the CPU pool
+// and touches only its own unit and staging buffer.
+#include "detail/async.hpp"
+#include "format/codec.hpp"
+#include "format/index.hpp"
+#include "runtime_impl.hpp"
+#include "store_paths.hpp"
+
+#include <ckpt/save.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+
+namespace ckpt {
+
+namespace asio = boost::asio;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::size_t io_align = 4096;
+
+// One chunk of one leaf: bytes [raw_offset, raw_offset + raw_size) of leaf `leaf`.
+struct piece {
+  std::uint32_t leaf;
+  std::uint32_t chunk;  // index into the leaf's chunk list
+  std::uint64_t raw_offset;
+  std::uint64_t raw_size;
+};
+
+// A write unit: pieces encoded back to back into one staging buffer and written with one
+// aligned write.
+struct unit {
+  std::vector<piece> pieces;
+  std::uint64_t raw_bytes = 0;
+  bool needs_capture = false;  // holds borrowed/owned bytes: must be encoded before staged
+  // Filled by encode_unit:
+  std::vector<std::uint64_t> rel_offsets;  // of each piece's stored bytes within the unit
+  std::uint64_t stored_bytes = 0;
+};
+
+}  // namespace
+
+struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
+  std::filesystem::path path;
+  std::filesystem::path parent;
+  std::string name;
+  std::vector<flat_leaf> leaves;
+  tree structure;
+  boost::json::object metadata;
+  save_options options;
+  std::shared_ptr<runtime> rt;
+  clock_type::time_point start = clock_type::now();
+
+  detail::result_event staged_event;
+  detail::result_event committed_event;
+  std::atomic<bool> cancel_requested{false};
+
+  mutable std::mutex stats_mutex;
+  save_stats stats;
+  std::atomic<std::uint64_t> encode_ns{0};
+
+  // Pipeline state (pipeline thread only).
+  format::index ix;
+  std::vector<unit> units;
+  std::size_t capture_left = 0;
+  std::size_t units_left = 0;
+  std::optional<error> failure;
+  detail::result_event units_done;
+  int parent_fd = -1;
+  int tmp_fd = -1;
+  std::string tmp_name;
+  std::vector<io::file> data_files;
+  std::vector<std::uint64_t> file_ends;
+  std::vector<std::string> created;  // names created inside the temporary directory
+  std::unique_ptr<detail::async_budget> encode_slots;
+  std::uint64_t slab_bytes = 0;
+
+  double since_start() const {
+    return std::chrono::duration<double>(clock_type::now() - start).count();
+  }
+  void fail_with(error e) {
+    if (!failure) failure = std::move(e);
+  }
+  io::engine& io() { return rt->io(); }
+  runtime::impl& rti() { return rt->internals(); }
+
+  asio::awaitable<void> run();
+  asio::awaitable<result<void>> prepare();
+  asio::awaitable<void> capture_and_write();
+  asio::awaitable<void> process_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
+  asio::awaitable<result<void>> encode_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
+  asio::awaitable<result<void>> commit();
+  asio::awaitable<result<void>> write_small_file(std::string name, std::string content);
+  asio::awaitable<void> cleanup();
+  void plan();
+};
+
+namespace {
+
+std::string random_suffix() {
+  static std::atomic<std::uint64_t> counter{0};
+  std::uint64_t x = static_cast<std::uint64_t>(clock_type::now().time_since_epoch().count()) ^
+                    (counter.fetch_add(1) * 0x9e3779b97f4a7c15ULL);
+  x ^= x >> 29;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 32;
+  return std::to_string(::getpid()) + "-" + format::checksum_hex(x).substr(0, 8);
+}
+
+}  // namespace
+
+void save_handle::state::plan() {
+  // The index model: files come later; leaves and structure now.
+  std::vector<ckpt::array> specs;
+  ix.leaves.resize(leaves.size());
+  const std::uint64_t cb = std::max<std::uint64_t>(options.chunk_bytes, 4096);
+  for (std::size_t i = 0; i < leaves.size(); ++i) {
+    const auto& a = leaves[i].array;
+    auto& le = ix.leaves[i];
+    le.path = leaves[i].path;
+    le.dtype = a.dtype();
+    le.shape = a.shape();
+    le.num_bytes = a.num_bytes();
+    specs.push_back(array::spec(a.dtype(), a.shape()).value());
+  }
+  ix.structure = unflatten(structure, std::move(specs)).value();
+
+  // Units: borrowed/owned leaves first (they gate `staged`), then shared ones. Within each
+  // group, pieces are packed greedily in tree order into units of at most chunk_bytes.
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool capture_pass = pass == 0;
+    unit cur;
+    cur.needs_capture = capture_pass;
+    auto flush = [&] {
+      if (!cur.pieces.empty()) units.push_back(std::move(cur));
+      cur = unit{};
+      cur.needs_capture = capture_pass;
+    };
+    for (std::size_t i = 0; i < leaves.size(); ++i) {
+      const auto& a = leaves[i].array;
+      const bool is_shared = a.ownership() == ownership::shared;
+      if (is_shared == capture_pass) continue;
+      // Chunks split at element boundaries.
+      const std::uint64_t es = dtype_size(a.dtype());
+      const std::uint64_t step = std::max<std::uint64_t>(es, cb / es * es);
+      std::uint64_t off = 0;
+      std::uint32_t ci = 0;
+      while (off < a.num_bytes()) {
+        std::uint64_t n = std::min(step, a.num_bytes() - off);
+        if (cur.raw_bytes + n > cb) flush();
+        cur.pieces.push_back({static_cast<std::uint32_t>(i), ci++, off, n});
+        cur.raw_bytes += n;
+        off += n;
+      }
+      ix.leaves[i].chunks.resize(ci);
+    }
+    flush();
+  }
+  for (const auto& u : units) {
+    if (u.needs_capture) ++capture_left;
+  }
+  units_left = units.size();
+  std::lock_guard l(stats_mutex);
+  stats.leaves = leaves.size();
+  for (const auto& le : ix.leaves) {
+    stats.logical_bytes += le.num_bytes;
+    stats.chunks += le.chunks.size();
+  }
+}
+
+asio::awaitable<result<void>> save_handle::state::prepare() {
+  if (name.empty() || name == "." || name == "..") {
+    co_return fail(errc::invalid_argument, "checkpoint path \"" + path.string() + "\" has no name");
+  }
+  // Parent directories (created and made durable when missing).
+  CKPT_CO_TRY(co_await detail::make_directories(io(), parent));
+  CKPT_CO_TRY(io::file pf,
+              co_await io().open(AT_FDCWD, parent.string(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  parent_fd = pf.fd;
+
+  // An existing checkpoint is replaced only when asked to.
+  auto existing = co_await io().statx(parent_fd, name, AT_SYMLINK_NOFOLLOW);
+  if (existing && !options.overwrite) {
+    co_return fail(errc::already_exists,
+                   path.string() + " already exists (pass save_options::overwrite to replace it)");
+  }
+
+  // Preflight: enough free space for the leaves' raw bytes (an upper bound of what we write).
+  struct statvfs vfs {};
+  if (::fstatvfs(parent_fd, &vfs) == 0) {
+    std::uint64_t free_bytes = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+    std::uint64_t need = stats.logical_bytes + (1u << 20);
+    if (!options.compress && free_bytes < need) {
+      co_return fail(system_error(
+          ENOSPC, "preflight: " + parent.string() + " has " + std::to_string(free_bytes) +
+                      " bytes free, the save needs " + std::to_string(need)));
+    }
+  }
+
+  tmp_name = detail::temp_name(name, random_suffix());
+  CKPT_CO_TRYV_CTX(co_await io().mkdir(parent_fd, tmp_name, 0755), "create " + tmp_name);
+  CKPT_CO_TRY(io::file tf,
+              co_await io().open(parent_fd, tmp_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  tmp_fd = tf.fd;
+
+  const unsigned nfiles =
+      static_cast<unsigned>(std::min<std::size_t>(std::max(1u, options.data_files), units.size()));
+  for (unsigned i = 0; i < nfiles; ++i) {
+    std::string fname = format::data_file_name(i);
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (options.direct_io ? O_DIRECT : 0);
+    CKPT_CO_TRY(io::file f, co_await io().open(tmp_fd, fname, flags, 0644));
+    created.push_back(fname);
+    data_files.push_back(f);
+    file_ends.push_back(0);
+    ix.files.push_back({fname, 0});
+  }
+  co_return success();
+}
+
+asio::awaitable<result<void>> save_handle::state::encode_unit(std::size_t u,
+                                                              std::shared_ptr<aligned_buffer> buf) {
+  auto t0 = clock_type::now();
+  unit& un = units[u];
+  const format::codec_policy policy{options.compress, options.shuffle, options.min_ratio};
+  std::uint64_t cursor = 0;
+  un.rel_offsets.resize(un.pieces.size());
+  std::byte* base = buf->data();
+  const std::uint64_t cap = buf->capacity();
+  for (std::size_t p = 0; p < un.pieces.size(); ++p) {
+    const piece& pc = un.pieces[p];
+    const ckpt::array& a = leaves[pc.leaf].array;
+    std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    const std::size_t es = dtype_size(a.dtype());
+    format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
+    std::size_t stored = 0;
+    if (c != format::codec::raw) {
+      std::size_t room = static_cast<std::size_t>(cap - cursor);
+      if (room >= format::encode_bound(src.size())) {
+        stored = format::encode_chunk(c, src, es, {base + cursor, room}, options.min_ratio);
+      }
+    }
+    if (stored == 0) {
+      c = format::codec::raw;
+      std::memcpy(base + cursor, src.data(), src.size());
+      stored = src.size();
+    }
+    auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+    ce.raw_size = pc.raw_size;
+    ce.stored_size = stored;
+    ce.codec = c;
+    ce.xxh3 = format::checksum({base + cursor, stored});
+    un.rel_offsets[p] = cursor;
+    cursor += stored;
+  }
+  un.stored_bytes = cursor;
+  // O_DIRECT pads every unit to the alignment; the padding is zeros.
+  std::uint64_t padded = align_up(cursor, io_align);
+  std::memset(base + cursor, 0, padded - cursor);
+  buf->resize(padded);
+  encode_ns += static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
+  co_return success();
+}
+
+asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
+                                                       std::shared_ptr<aligned_buffer> buf) {
+  auto self = shared_from_this();
+  auto& rti_ = rti();
+  const std::uint64_t slab = slab_bytes;
+  std::optional<result<void>> enc;
+  if (!failure) {
+    co_await asio::co_spawn(rti_.pool, detail::store_into(&enc, encode_unit(u, buf)),
+                            asio::use_awaitable);
+  }
+  encode_slots->release(1);
+  unit& un = units[u];
+  if (un.needs_capture && --capture_left == 0) {
+    {
+      std::lock_guard l(stats_mutex);
+      stats.staged_s = since_start();
+    }
+    if (!failure) staged_event.set(success());
+  }
+  if (enc && !*enc) fail_with(enc->error());
+  if (!failure) {
+    // Least-filled file next: the files grow evenly and are written in parallel.
+    std::size_t f = static_cast<std::size_t>(std::min_element(file_ends.begin(), file_ends.end()) -
+                                             file_ends.begin());
+    const std::uint64_t off = file_ends[f];
+    file_ends[f] += buf->size();
+    for (std::size_t p = 0; p < un.pieces.size(); ++p) {
+      const piece& pc = un.pieces[p];
+      auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+      ce.file = static_cast<std::uint32_t>(f);
+      ce.offset = off + un.rel_offsets[p];
+    }
+    auto w = co_await io().write(data_files[f], buf->span(), off);
+    if (!w) fail_with(std::move(w).error().with_context("save " + path.string()));
+  }
+  rti_.buffers.give(std::move(*buf));
+  rti_.staging.release(slab);
+  if (--units_left == 0) units_done.set(success());
+}
+
+asio::awaitable<void> save_handle::state::capture_and_write() {
+  auto self = shared_from_this();
+  auto ex = co_await asio::this_coro::executor;
+  auto& rti_ = rti();
+  slab_bytes = detail::buffer_pool::size_class(
+      align_up(format::encode_bound(std::max<std::uint64_t>(options.chunk_bytes, 4096)), io_align) +
+      io_align);
+  encode_slots = std::make_unique<detail::async_budget>(std::max(2u, rt->cpu_threads() * 2));
+  for (std::size_t u = 0; u < units.size(); ++u) {
+    if (failure || cancel_requested) {
+      // Account for the units never started.
+      for (std::size_t v = u; v < units.size(); ++v) {
+        if (units[v].needs_capture) --capture_left;
+      }
+      units_left -= units.size() - u;
+      if (units_left == 0) units_done.set(success());
+      break;
+    }
+    co_await rti_.staging.acquire(slab_bytes);
+    co_await encode_slots->acquire(1);
+    auto buf = std::make_shared<aligned_buffer>(rti_.buffers.take(slab_bytes));
+    asio::co_spawn(ex, process_unit(u, std::move(buf)), asio::detached);
+  }
+  if (units.empty()) units_done.set(success());
+  co_await units_done.wait_async();
+  if (cancel_requested && !failure)
+    fail_with(error(errc::cancelled, "save " + path.string() + " cancelled"));
+}
+
+asio::awaitable<result<void>> save_handle::state::write_small_file(std::string fname,
+                                                                   std::string content) {
+  CKPT_CO_TRY(io::file f,
+              co_await io().open(tmp_fd, fname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  created.push_back(fname);
+  auto w = co_await io().write(f, std::as_bytes(std::span(content)), 0);
+  auto s = w ? co_await io().fsync(f) : result<void>(success());
+  auto c = co_await io().close(f);
+  if (!w) co_return fail(std::move(w).error().with_context("write " + fname));
+  if (!s) co_return fail(std::move(s).error().with_context("fsync " + fname));
+  if (!c) co_return fail(std::move(c).error().with_context("close " + fname));
+  co_return success();
+}
+
+asio::awaitable<result<void>> save_handle::state::commit() {
+  auto ex = co_await asio::this_coro::executor;
+  // 4. fsync every data file after all its writes completed.
+  auto t_fsync = clock_type::now();
+  {
+    std::vector<asio::awaitable<result<void>>> ops;
+    for (auto& f : data_files)
+      ops.push_back(io().fsync(f));
+    CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)),
+                     "fsync data files of " + path.string());
+  }
+  for (auto& f : data_files) {
+    auto c = co_await io().close(f);
+    f.fd = -1;
+    if (!c) co_return fail(std::move(c).error().with_context("close " + f.name));
+  }
+  auto t_commit = clock_type::now();
+  for (std::size_t i = 0; i < ix.files.size(); ++i)
+    ix.files[i].size = file_ends[i];
+
+  // 5. metadata.json, job.json, index.json, each fsynced.
+  format::commit_marker cm;
+  std::string meta = boost::json::serialize(metadata);
+  std::string index_json = format::encode_index(ix);
+  cm.metadata_bytes = meta.size();
+  cm.metadata_xxh3 = format::checksum(std::as_bytes(std::span(meta)));
+  cm.index_bytes = index_json.size();
+  cm.index_xxh3 = format::checksum(std::as_bytes(std::span(index_json)));
+  std::string job;
+  if (options.job) {
+    job = boost::json::serialize(*options.job);
+    cm.has_job = true;
+    cm.job_bytes = job.size();
+    cm.job_xxh3 = format::checksum(std::as_bytes(std::span(job)));
+  }
+  for (auto e : file_ends)
+    cm.stored_bytes += e;
+  cm.logical_bytes = stats.logical_bytes;
+  cm.created_unix_ns =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  {
+    std::vector<asio::awaitable<result<void>>> ops;
+    ops.push_back(write_small_file(std::string(format::metadata_file), std::move(meta)));
+    if (options.job) ops.push_back(write_small_file(std::string(format::job_file), std::move(job)));
+    ops.push_back(write_small_file(std::string(format::index_file), std::move(index_json)));
+    CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)), "save " + path.string());
+  }
+  // 6. The commit marker, last.
+  CKPT_CO_TRYV_CTX(
+      co_await write_small_file(std::string(format::commit_file), format::encode_commit(cm)),
+      "save " + path.string());
+  // 7. fsync the temporary directory: its entries are durable.
+  CKPT_CO_TRYV_CTX(co_await io().fsync(io::file{tmp_fd, false, tmp_name}),
+                   "fsync directory " + tmp_name);
+  if (cancel_requested) co_return fail(errc::cancelled, "save " + path.string() + " cancelled");
+
+  // 8. Atomic rename to the final name, then fsync the parent. With overwrite and an existing
+  //    target, exchange the two: the old checkpoint stays whole until this instant.
+  auto existing = co_await io().statx(parent_fd, name, AT_SYMLINK_NOFOLLOW);
+  const bool exchange = existing && options.overwrite;
+  CKPT_CO_TRYV_CTX(co_await io().rename(parent_fd, tmp_name, parent_fd, name,
+                                        exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE),
+                   "rename " + tmp_name + " to " + name);
+  created.clear();  // the temporary directory is the checkpoint now
+  CKPT_CO_TRYV_CTX(co_await io().fsync(io::file{parent_fd, false, parent.string()}),
+                   "fsync directory " + parent.string());
+  if (exchange) {
+    // The old checkpoint now sits under the temporary name: move it to the trash and delete it
+    // off the save's path (failures here leave only a trash directory that start-up cleans).
+    std::string trash = detail::trash_name(name, random_suffix());
+    if (co_await io().rename(parent_fd, tmp_name, parent_fd, trash, RENAME_NOREPLACE)) {
+      (void)co_await io().fsync(io::file{parent_fd, false, parent.string()});
+      asio::post(rti().pool, [dir = parent / trash] {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+      });
+    }
+  }
+  std::lock_guard l(stats_mutex);
+  stats.fsync_s = std::chrono::duration<double>(t_commit - t_fsync).count();
+  stats.commit_s = std::chrono::duration<double>(clock_type::now() - t_commit).count();
+  co_return success();
+}
+
+asio::awaitable<void> save_handle::state::cleanup() {
+  for (auto& f : data_files) {
+    if (f.fd >= 0) (void)co_await io().close(f);
+    f.fd = -1;
+  }
+  if (tmp_fd >= 0) {
+    for (const auto& n : created)
+      (void)co_await io().unlink(tmp_fd, n);
+  }
+  if (parent_fd >= 0 && !tmp_name.empty()) {
+    (void)co_await io().unlink(parent_fd, tmp_name, AT_REMOVEDIR);
+  }
+}
+
+asio::awaitable<void> save_handle::state::run() {
+  auto self = shared_from_this();
+  auto finish = [&](result<void> r) {
+    {
+      std::lock_guard l(stats_mutex);
+      stats.committed_s = since_start();
+      stats.encode_s = static_cast<double>(encode_ns.load()) * 1e-9;
+      if (r && stats.staged_s == 0) stats.staged_s = stats.committed_s;
+    }
+    staged_event.set(r);
+    committed_event.set(std::move(r));
+  };
+  plan();
+  auto prep = co_await prepare();
+  if (!prep) {
+    fail_with(std::move(prep).error().with_context("save " + path.string()));
+  } else {
+    if (capture_left == 0) {
+      std::lock_guard l(stats_mutex);
+      stats.staged_s = since_start();
+      staged_event.set(success());
+    }
+    co_await capture_and_write();
+    {
+      std::lock_guard l(stats_mutex);
+      stats.written_s = since_start();
+    }
+    if (!failure) {
+      auto c = co_await commit();
+      if (!c) fail_with(std::move(c).error());
+    }
+  }
+  bool committed = !failure;
+  if (!committed) co_await cleanup();
+  if (tmp_fd >= 0) (void)co_await io().close(io::file{tmp_fd, false, tmp_name});
+  if (parent_fd >= 0) (void)co_await io().close(io::file{parent_fd, false, parent.string()});
+  if (committed) {
+    std::lock_guard l(stats_mutex);
+    for (auto e : file_ends)
+      stats.stored_bytes += e;
+  }
+  finish(committed ? result<void>(success()) : result<void>(fail(*failure)));
+}
+
+save_handle start_save(std::filesystem::path path, const tree& t, boost::json::object metadata,
+                       save_options options) {
+  auto s = std::make_shared<save_handle::state>();
+  s->rt = runtime_or_global(options.runtime);
+  s->path = std::filesystem::absolute(path).lexically_normal();
+  if (!s->path.has_filename() && s->path.has_parent_path()) s->path = s->path.parent_path();
+  s->parent = s->path.parent_path();
+  s->name = s->path.filename().string();
+  s->leaves = t.flatten();
+  s->structure = t;
+  s->metadata = std::move(metadata);
+  s->options = std::move(options);
+  for (const auto& l : s->leaves) {
+    if (l.array.is_spec()) {
+      auto e = error(errc::invalid_argument, "save " + s->path.string() + ": leaf \"" + l.path +
+                                                 "\" has no bytes (a template spec)");
+      s->staged_event.set(fail(e));
+      s->committed_event.set(fail(e));
+      return save_handle(s);
+    }
+  }
+  asio::co_spawn(s->rt->executor(), s->run(), asio::detached);
+  return save_handle(s);
+}
+
+asio::awaitable<result<void>> save_handle::staged() const {
+  co_return co_await state_->staged_event.async_wait(asio::use_awaitable);
+}
+asio::awaitable<result<void>> save_handle::committed() const {
+  co_return co_await state_->committed_event.async_wait(asio::use_awaitable);
+}
+result<void> save_handle::wait_staged() const {
+  return state_->staged_event.wait();
+}
+result<void> save_handle::wait_committed() const {
+  return state_->committed_event.wait();
+}
+bool save_handle::is_staged() const noexcept {
+  return state_->staged_event.is_set();
+}
+bool save_handle::is_done() const noexcept {
+  return state_->committed_event.is_set();
+}
+void save_handle::cancel() const noexcept {
+  state_->cancel_requested = true;
+}
+save_stats save_handle::stats() const {
+  std::lock_guard l(state_->stats_mutex);
+  return state_->stats;
+}
+const std::filesystem::path& save_handle::path() const noexcept {
+  return state_->path;
+}
+
+asio::awaitable<result<save_stats>> save(std::filesystem::path path, const tree& t,
+                                         boost::json::object metadata, save_options options) {
+  auto h = start_save(std::move(path), t, std::move(metadata), std::move(options));
+  CKPT_CO_TRY(co_await h.committed());
+  co_return h.stats();
+}
+
+result<save_stats> save_blocking(std::filesystem::path path, const tree& t,
+                                 boost::json::object metadata, save_options options) {
+  auto h = start_save(std::move(path), t, std::move(metadata), std::move(options));
+  CKPT_TRY(h.wait_committed());
+  return h.stats();
+}
+
+}  // namespace ckpt
