@@ -1,0 +1,496 @@
+// ckpt/job.hpp - the job lifecycle: execution specs, jobs that save and restore checkpoints,
+// the LATEST pointer and resuming a job from its own (or another job's) checkpoint.
+//
+// Mirrors the seed's `job` module (docs: shared/seed/job-api.txt):
+//   basic_job<C>         a job with a spec and a config C; `done()` idempotency; `run()`.
+//   checkpointed_job<C>  save/load trees and metadata under `checkpoints_dir / rel_path`.
+//   restoreable_job<C>   `restore_from_path` (yours), LATEST, listing, from_checkpoint, retention.
+//
+// Paths: a checkpoint lives at `checkpoints_dir / rel_path`; a job's own checkpoints use
+// `rel_path = project / group / job_name / suffix`. The `*_from_path` functions take any
+// rel_path (e.g. another job's checkpoint); relative paths that would leave checkpoints_dir
+// (`..`, absolute, empty) fail with `errc::path_escape`.
+//
+// Config types convert through Boost.JSON `value_from` / `value_to`: structs described with
+// BOOST_DESCRIBE_STRUCT work out of the box, others need `tag_invoke` overloads.
+//
+// Threads: a job object is not thread-safe; use it from one thread (or one strand) at a time.
+// Functions that touch the store synchronously (register_latest, latest, checkpoints, the
+// `_blocking` forms) block the calling thread on small metadata IO and use
+// `ckpt::runtime::global()`: never call them from one of the runtime's own threads.
+#pragma once
+
+#include <ckpt/error.hpp>
+#include <ckpt/load.hpp>
+#include <ckpt/save.hpp>
+#include <ckpt/store.hpp>
+#include <ckpt/tree.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <boost/json/value_from.hpp>
+#include <boost/json/value_to.hpp>
+
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace ckpt {
+
+/// Where the job's files live and which host of the job this process is.
+struct cluster_config {
+  /// The root of every job's checkpoints.
+  std::filesystem::path checkpoints_dir;
+  /// This process's host index in [0, host_count).
+  std::uint32_t host_index = 0;
+  std::uint32_t host_count = 1;
+  friend bool operator==(const cluster_config&, const cluster_config&) = default;
+};
+
+/// The identity of a job run (the seed's ExecutionSpec). `project`, `group` and `job_name`
+/// locate the job's directory; `run_id` identifies the run (the seed's wandb run id).
+struct execution_spec {
+  std::string project;
+  std::string group;
+  std::string job_name;
+  std::string run_id;
+  cluster_config cluster;
+  friend bool operator==(const execution_spec&, const execution_spec&) = default;
+
+  /// `project / group / job_name`. Errors (`errc::invalid_argument`) when a part is empty, is
+  /// `.` or `..`, starts with '.', or holds '/' or NUL.
+  result<std::filesystem::path> job_rel_path() const;
+  /// The absolute job directory `checkpoints_dir / project / group / job_name`.
+  result<std::filesystem::path> job_dir() const;
+  /// `project / group / job_name / suffix` (suffix checked like any rel_path).
+  result<std::filesystem::path> rel_path(const std::filesystem::path& suffix) const;
+  /// The absolute `checkpoints_dir / rel_path`; `errc::path_escape` when rel_path leaves it.
+  result<std::filesystem::path> resolve(const std::filesystem::path& rel_path) const;
+};
+using ExecutionSpec = execution_spec;
+
+/// JSON: {"project", "group", "job_name", "run_id", "cluster": {"checkpoints_dir",
+/// "host_index", "host_count"}}.
+void tag_invoke(boost::json::value_from_tag, boost::json::value& out, const execution_spec& s);
+/// Throws std::system_error (as value_to does) on malformed input; see spec_from_json.
+execution_spec tag_invoke(boost::json::value_to_tag<execution_spec>, const boost::json::value& v);
+/// The non-throwing form: `errc::invalid_argument` naming the bad field. Missing `run_id` and
+/// `cluster` fields take their defaults; the other fields are required.
+result<execution_spec> spec_from_json(const boost::json::value& v);
+
+/// RFC 7386 JSON merge patch: when `patch` is an object, its members are merged into `target`
+/// (made an object if it is not one) recursively, a null member deletes the key; any other
+/// `patch` replaces `target`. Returns the patched value.
+boost::json::value json_merge_patch(boost::json::value target, const boost::json::value& patch);
+
+namespace detail {
+
+/// value_from(config), with conversion exceptions turned into `errc::invalid_argument`.
+template <class C>
+result<boost::json::value> config_to_json(const C& config) {
+  try {
+    return boost::json::value_from(config);
+  } catch (const std::exception& e) {
+    return fail(errc::invalid_argument, std::string("config to JSON: ") + e.what());
+  }
+}
+
+/// value_to<C>(v), with conversion exceptions turned into `errc::invalid_argument`.
+template <class C>
+result<C> config_from_json(const boost::json::value& v) {
+  try {
+    return boost::json::value_to<C>(v);
+  } catch (const std::exception& e) {
+    return fail(errc::invalid_argument, std::string("config from JSON: ") + e.what() +
+                                            " (config: " + boost::json::serialize(v) + ")");
+  }
+}
+
+/// The job.json object of a save: {"spec": spec, "config": config}.
+boost::json::object make_job_json(const execution_spec& spec, boost::json::value config);
+
+/// What from_checkpoint needs from a checkpoint's job.json.
+struct checkpoint_identity {
+  execution_spec spec;        ///< the spec the restored job gets (see from_checkpoint_path)
+  boost::json::value config;  ///< the saved config with `runtime_cfg` merged in
+};
+/// Reads `ckpt_dir/job.json`, overlays `runtime_cfg` (null: no overlay) on its config and picks
+/// the spec: the saved identity when `resume`, else `caller`.
+result<checkpoint_identity> read_checkpoint_identity(const std::filesystem::path& ckpt_dir,
+                                                     const execution_spec& caller,
+                                                     const boost::json::value& runtime_cfg,
+                                                     bool resume);
+
+/// Runs `op` to completion on a private io_context in the calling thread.
+template <class T>
+T run_on_private_context(boost::asio::awaitable<T> op) {
+  boost::asio::io_context ctx;
+  std::optional<T> out;
+  std::exception_ptr ex;
+  boost::asio::co_spawn(ctx, std::move(op), [&](std::exception_ptr e, T v) {
+    ex = e;
+    if (!e) out.emplace(std::move(v));
+  });
+  ctx.run();
+  if (ex) std::rethrow_exception(ex);
+  return std::move(*out);
+}
+
+}  // namespace detail
+
+/// A job: a spec, a config and a body. Not thread-safe.
+template <class C>
+class basic_job {
+ public:
+  using config_type = C;
+
+  /// @param spec the job's identity and location (copied).
+  /// @param config the job's configuration (moved in).
+  /// Construction does no IO; call cleanup_stale() at start-up when this process is the job's
+  /// writer.
+  explicit basic_job(execution_spec spec, C config = C{})
+      : spec_(std::move(spec)), config_(std::move(config)) {}
+  basic_job(const basic_job&) = delete;
+  basic_job& operator=(const basic_job&) = delete;
+  virtual ~basic_job() = default;
+
+  const execution_spec& spec() const noexcept { return spec_; }
+  const C& config() const noexcept { return config_; }
+  C& config() noexcept { return config_; }
+
+  /// The absolute job directory (see execution_spec::job_dir).
+  result<std::filesystem::path> job_dir() const { return spec_.job_dir(); }
+
+  /// Idempotency check: true when the job was marked complete (a durable `DONE` file in its
+  /// directory). IO errors and invalid specs read as false.
+  bool done() const noexcept {
+    auto dir = spec_.job_dir();
+    return dir && store::is_done(dir.value());
+  }
+  /// Marks the job complete, durably (DONE.tmp, fsync, rename, fsync dir); the file holds the
+  /// spec as JSON. Blocking.
+  result<void> mark_done() {
+    CKPT_TRY(auto dir, spec_.job_dir());
+    return store::mark_done(dir, boost::json::serialize(boost::json::value_from(spec_)) + "\n");
+  }
+
+  /// Removes stale temporary and trash directories (and LATEST.tmp/DONE.tmp) that an earlier,
+  /// interrupted process of this job left in its directory; see store::cleanup_stale. Call it
+  /// once at start-up, before the first save. Blocking.
+  result<store::cleanup_report> cleanup_stale() {
+    CKPT_TRY(auto dir, spec_.job_dir());
+    return store::cleanup_stale(dir);
+  }
+
+  /// The job's body, assuming all hosts have been set up. Runs on the executor it is
+  /// co_spawned on; errors come back as the result (exceptions are for programming errors).
+  virtual boost::asio::awaitable<result<void>> run() = 0;
+
+  /// Runs run() to completion on a private io_context in the calling thread.
+  result<void> run_blocking() { return detail::run_on_private_context(run()); }
+
+ protected:
+  execution_spec spec_;
+  C config_;
+};
+
+/// A tree and its metadata, as loaded.
+struct tree_and_metadata {
+  ckpt::tree tree;
+  boost::json::object metadata;
+};
+
+/// A job that saves and loads checkpoints under `checkpoints_dir`. Every save also writes the
+/// job's spec and config as the checkpoint's job.json.
+template <class C>
+class checkpointed_job : public basic_job<C> {
+ public:
+  using basic_job<C>::basic_job;
+
+  /// The absolute path of `spec`'s checkpoint `suffix` (`checkpoints_dir / project / group /
+  /// job_name / suffix`), or `errc::path_escape` / `errc::invalid_argument`.
+  static result<std::filesystem::path> checkpoint_path(const execution_spec& spec,
+                                                       const std::filesystem::path& suffix) {
+    CKPT_TRY(auto rel, spec.rel_path(suffix));
+    return spec.resolve(rel);
+  }
+
+  /// Options every save/load of this job uses (`save_options::job` is always replaced by the
+  /// job's own job.json). Default: the library defaults.
+  ckpt::save_options& save_defaults() noexcept { return save_defaults_; }
+  ckpt::load_options& load_defaults() noexcept { return load_defaults_; }
+
+  /// Loads the checkpoint at `checkpoints_dir / rel_path` (any job's) into the shape of
+  /// `template_tree`. @param partial restore only the template's leaves that the checkpoint
+  /// holds with the same dtype and shape, skipping the rest silently (load_options::partial).
+  /// Leaves of the template with writable memory are filled in place; the template must stay
+  /// alive until the await completes. Resumes on the awaiting coroutine's executor.
+  boost::asio::awaitable<result<tree_and_metadata>> get_tree_and_metadata_from_path(
+      std::filesystem::path rel_path, const tree& template_tree, bool partial = false) const {
+    auto path = this->spec_.resolve(rel_path);
+    if (!path) co_return fail(std::move(path).error());
+    auto options = load_defaults_;
+    options.partial = partial;
+    auto loaded = co_await ckpt::load(path.value(), &template_tree, std::move(options));
+    if (!loaded)
+      co_return fail(std::move(loaded).error().with_context("load " + path.value().string()));
+    co_return tree_and_metadata{std::move(loaded.value().tree), std::move(loaded.value().metadata)};
+  }
+  /// The same for this job's own checkpoint `suffix`.
+  boost::asio::awaitable<result<tree_and_metadata>> get_tree_and_metadata(
+      std::filesystem::path suffix, const tree& template_tree, bool partial = false) const {
+    auto rel = this->spec_.rel_path(suffix);
+    if (!rel) co_return fail(std::move(rel).error());
+    co_return co_await get_tree_and_metadata_from_path(rel.value(), template_tree, partial);
+  }
+  /// Blocking forms.
+  result<tree_and_metadata> get_tree_and_metadata_from_path_blocking(std::filesystem::path rel_path,
+                                                                     const tree& template_tree,
+                                                                     bool partial = false) const {
+    return detail::run_on_private_context(
+        get_tree_and_metadata_from_path(std::move(rel_path), template_tree, partial));
+  }
+  result<tree_and_metadata> get_tree_and_metadata_blocking(std::filesystem::path suffix,
+                                                           const tree& template_tree,
+                                                           bool partial = false) const {
+    return detail::run_on_private_context(
+        get_tree_and_metadata(std::move(suffix), template_tree, partial));
+  }
+
+  /// metadata.json only of the checkpoint at `checkpoints_dir / rel_path`, without opening its
+  /// index or data files.
+  boost::asio::awaitable<result<boost::json::object>> get_metadata_from_path(
+      std::filesystem::path rel_path) const {
+    auto path = this->spec_.resolve(rel_path);
+    if (!path) co_return fail(std::move(path).error());
+    co_return co_await ckpt::load_metadata(path.value());
+  }
+  /// The same for this job's own checkpoint `suffix`.
+  boost::asio::awaitable<result<boost::json::object>> get_metadata(
+      std::filesystem::path suffix) const {
+    auto rel = this->spec_.rel_path(suffix);
+    if (!rel) co_return fail(std::move(rel).error());
+    co_return co_await get_metadata_from_path(rel.value());
+  }
+  result<boost::json::object> get_metadata_from_path_blocking(std::filesystem::path rel) const {
+    CKPT_TRY(auto path, this->spec_.resolve(rel));
+    return ckpt::load_metadata_blocking(path);
+  }
+  result<boost::json::object> get_metadata_blocking(std::filesystem::path suffix) const {
+    CKPT_TRY(auto rel, this->spec_.rel_path(suffix));
+    return get_metadata_from_path_blocking(rel);
+  }
+
+  /// Starts saving `t` and `metadata` as the checkpoint `checkpoints_dir / rel_path`, with this
+  /// job's job.json; returns at once. Await (or wait on) the handle's `staged()` before
+  /// changing borrowed leaves of `t`, and its `committed()` before registering it as latest.
+  /// Errors: invalid paths and config conversion at once; everything else through the handle.
+  result<save_handle> start_save_tree_and_metadata_from_path(std::filesystem::path rel_path,
+                                                             const tree& t,
+                                                             boost::json::object metadata) {
+    CKPT_TRY(auto path, this->spec_.resolve(rel_path));
+    auto options = save_defaults_;
+    CKPT_TRY(auto job, job_json());
+    options.job = std::move(job);
+    return ckpt::start_save(std::move(path), t, std::move(metadata), std::move(options));
+  }
+  /// The same for this job's own checkpoint `suffix`.
+  result<save_handle> start_save_tree_and_metadata(std::filesystem::path suffix, const tree& t,
+                                                   boost::json::object metadata) {
+    CKPT_TRY(auto rel, this->spec_.rel_path(suffix));
+    return start_save_tree_and_metadata_from_path(std::move(rel), t, std::move(metadata));
+  }
+  /// Saves and waits until committed (durable and visible); returns the save's timings.
+  boost::asio::awaitable<result<save_stats>> save_tree_and_metadata_from_path(
+      std::filesystem::path rel_path, const tree& t, boost::json::object metadata) {
+    auto h = start_save_tree_and_metadata_from_path(std::move(rel_path), t, std::move(metadata));
+    if (!h) co_return fail(std::move(h).error());
+    auto c = co_await h.value().committed();
+    if (!c) co_return fail(std::move(c).error());
+    co_return h.value().stats();
+  }
+  boost::asio::awaitable<result<save_stats>> save_tree_and_metadata(std::filesystem::path suffix,
+                                                                    const tree& t,
+                                                                    boost::json::object metadata) {
+    auto rel = this->spec_.rel_path(suffix);
+    if (!rel) co_return fail(std::move(rel).error());
+    co_return co_await save_tree_and_metadata_from_path(rel.value(), t, std::move(metadata));
+  }
+  /// Blocking forms (do not call from the runtime's threads).
+  result<save_stats> save_tree_and_metadata_from_path_blocking(std::filesystem::path rel_path,
+                                                               const tree& t,
+                                                               boost::json::object metadata) {
+    CKPT_TRY(auto h,
+             start_save_tree_and_metadata_from_path(std::move(rel_path), t, std::move(metadata)));
+    CKPT_TRY(h.wait_committed());
+    return h.stats();
+  }
+  result<save_stats> save_tree_and_metadata_blocking(std::filesystem::path suffix, const tree& t,
+                                                     boost::json::object metadata) {
+    CKPT_TRY(auto rel, this->spec_.rel_path(suffix));
+    return save_tree_and_metadata_from_path_blocking(std::move(rel), t, std::move(metadata));
+  }
+
+ protected:
+  /// The job.json of this job's saves: {"spec": spec, "config": value_from(config)}.
+  result<boost::json::object> job_json() const {
+    CKPT_TRY(auto cfg, detail::config_to_json(this->config_));
+    return detail::make_job_json(this->spec_, std::move(cfg));
+  }
+
+  ckpt::save_options save_defaults_;
+  ckpt::load_options load_defaults_;
+};
+
+/// A job that can restore its state from a checkpoint and resume from its latest one.
+///
+/// The commit protocol of a training loop: save (await committed), then register_latest(suffix)
+/// (atomic LATEST), then retention runs on a background thread. A crash at any point leaves
+/// LATEST naming a committed checkpoint.
+template <class C>
+class restoreable_job : public checkpointed_job<C> {
+ public:
+  using checkpointed_job<C>::checkpointed_job;
+  /// Waits for a retention pass still running in the background.
+  ~restoreable_job() override { (void)wait_retention(); }
+
+  /// Restores the job's state from the checkpoint `checkpoints_dir / rel_path` (any job's).
+  /// Yours to implement, typically with get_tree_and_metadata_from_path.
+  virtual boost::asio::awaitable<result<void>> restore_from_path(
+      std::filesystem::path rel_path) = 0;
+
+  /// Restores from this job's own checkpoint `suffix`.
+  boost::asio::awaitable<result<void>> restore(std::filesystem::path suffix) {
+    auto rel = this->spec_.rel_path(suffix);
+    if (!rel) co_return fail(std::move(rel).error());
+    co_return co_await restore_from_path(rel.value());
+  }
+
+  /// Registers this job's committed checkpoint `suffix` as its latest (store::write_latest:
+  /// refuses an uncommitted or missing one; atomic, durable). Then, when retention is set,
+  /// starts a retention pass on a background thread (after waiting for the previous one), so
+  /// that deleting old checkpoints never delays the training loop or the next save. Blocking
+  /// (a few fsyncs).
+  result<void> register_latest(const std::filesystem::path& suffix) {
+    CKPT_TRY(auto dir, this->spec_.job_dir());
+    CKPT_TRY(store::write_latest(dir, suffix));
+    if (retention_.keep_last > 0 || retention_.keep_every > 0) {
+      (void)wait_retention();  // its errors are reported by wait_retention() to whoever asks
+      retention_task_ = std::async(std::launch::async, [dir, opts = retention_] {
+        return store::apply_retention(dir, opts);
+      });
+    }
+    return success();
+  }
+
+  /// Sets the retention applied after each register_latest (default: keep everything).
+  void set_retention(store::retention_options options) noexcept { retention_ = options; }
+  const store::retention_options& retention() const noexcept { return retention_; }
+  /// Waits for the background retention pass started by the last register_latest and returns
+  /// its report (an empty report when none ran or it was already collected).
+  result<store::retention_report> wait_retention() {
+    if (!retention_task_.valid()) return store::retention_report{};
+    return retention_task_.get();
+  }
+
+  /// The suffix LATEST names for `spec`'s job, or none when it has no LATEST. A LATEST naming a
+  /// missing or uncommitted checkpoint is an error (see store::read_latest). Blocking.
+  static result<std::optional<std::string>> latest(const execution_spec& spec) {
+    CKPT_TRY(auto dir, spec.job_dir());
+    return store::read_latest(dir);
+  }
+
+  /// The committed checkpoints of `spec`'s job in natural order (`step_9` before `step_10`);
+  /// temporary, trash and uncommitted directories are never listed. Blocking.
+  static result<std::vector<std::string>> checkpoints(const execution_spec& spec) {
+    CKPT_TRY(auto dir, spec.job_dir());
+    return store::list_committed(dir);
+  }
+
+  /// Creates a `Job` from the checkpoint at `checkpoints_dir / rel_path` and restores it.
+  ///
+  /// The config is the checkpoint's job.json config with `runtime_cfg` overlaid as a JSON merge
+  /// patch (RFC 7386; null: no overlay), converted with value_to<C>. With `resume` the job gets
+  /// the saved identity: project, group, job_name and run_id (to rejoin logging sessions);
+  /// the cluster part (checkpoints_dir, host index/count) always stays the caller's, since it
+  /// describes where this process runs, not who the job is. Without `resume` the job keeps
+  /// `spec` as passed (e.g. fine-tuning from another job's weights).
+  ///
+  /// `Job` must derive from restoreable_job<C> and be constructible from (execution_spec, C).
+  /// The job is built with `Job(spec, config)`, then `restore_from_path(rel_path)` is awaited.
+  /// @return the restored job and its config.
+  template <class Job>
+  static boost::asio::awaitable<result<std::pair<std::unique_ptr<Job>, C>>> from_checkpoint_path(
+      std::filesystem::path rel_path, execution_spec spec, boost::json::value runtime_cfg = nullptr,
+      bool resume = false) {
+    static_assert(std::is_base_of_v<restoreable_job<C>, Job>,
+                  "Job must derive from restoreable_job<C>");
+    auto path = spec.resolve(rel_path);
+    if (!path) co_return fail(std::move(path).error());
+    auto id = detail::read_checkpoint_identity(path.value(), spec, runtime_cfg, resume);
+    if (!id) co_return fail(std::move(id).error());
+    auto config = detail::config_from_json<C>(id.value().config);
+    if (!config) {
+      co_return fail(
+          std::move(config).error().with_context("restore job from " + path.value().string()));
+    }
+    auto job = std::make_unique<Job>(std::move(id.value().spec), config.value());
+    auto restored = co_await job->restore_from_path(rel_path);
+    if (!restored) {
+      co_return fail(
+          std::move(restored).error().with_context("restore job from " + path.value().string()));
+    }
+    co_return std::pair<std::unique_ptr<Job>, C>(std::move(job), std::move(config).value());
+  }
+  /// The same for `spec`'s own checkpoint `suffix`.
+  template <class Job>
+  static boost::asio::awaitable<result<std::pair<std::unique_ptr<Job>, C>>> from_checkpoint(
+      std::filesystem::path suffix, execution_spec spec, boost::json::value runtime_cfg = nullptr,
+      bool resume = false) {
+    auto rel = spec.rel_path(suffix);
+    if (!rel) co_return fail(std::move(rel).error());
+    co_return co_await from_checkpoint_path<Job>(rel.value(), std::move(spec),
+                                                 std::move(runtime_cfg), resume);
+  }
+  /// Blocking forms (run on a private io_context in the calling thread).
+  template <class Job>
+  static result<std::pair<std::unique_ptr<Job>, C>> from_checkpoint_path_blocking(
+      std::filesystem::path rel_path, execution_spec spec, boost::json::value runtime_cfg = nullptr,
+      bool resume = false) {
+    return detail::run_on_private_context(from_checkpoint_path<Job>(
+        std::move(rel_path), std::move(spec), std::move(runtime_cfg), resume));
+  }
+  template <class Job>
+  static result<std::pair<std::unique_ptr<Job>, C>> from_checkpoint_blocking(
+      std::filesystem::path suffix, execution_spec spec, boost::json::value runtime_cfg = nullptr,
+      bool resume = false) {
+    return detail::run_on_private_context(
+        from_checkpoint<Job>(std::move(suffix), std::move(spec), std::move(runtime_cfg), resume));
+  }
+
+ private:
+  store::retention_options retention_;
+  std::future<result<store::retention_report>> retention_task_;
+};
+
+/// Seed spellings.
+template <class C>
+using BasicJob = basic_job<C>;
+template <class C>
+using CheckpointedJob = checkpointed_job<C>;
+template <class C>
+using RestoreableJob = restoreable_job<C>;
+
+}  // namespace ckpt
