@@ -133,16 +133,20 @@ result<checkpoint_identity> read_checkpoint_identity(const std::filesystem::path
                                                      const boost::json::value& runtime_cfg,
                                                      bool resume);
 
-/// Runs `op` to completion on a private io_context in the calling thread.
+template <class T>
+boost::asio::awaitable<void> store_result(std::optional<T>* out, boost::asio::awaitable<T> op) {
+  out->emplace(co_await std::move(op));
+}
+
+/// Runs `op` to completion on a private io_context in the calling thread (exceptions from `op`
+/// are rethrown).
 template <class T>
 T run_on_private_context(boost::asio::awaitable<T> op) {
   boost::asio::io_context ctx;
   std::optional<T> out;
   std::exception_ptr ex;
-  boost::asio::co_spawn(ctx, std::move(op), [&](std::exception_ptr e, T v) {
-    ex = e;
-    if (!e) out.emplace(std::move(v));
-  });
+  boost::asio::co_spawn(ctx, store_result(&out, std::move(op)),
+                        [&](std::exception_ptr e) { ex = e; });
   ctx.run();
   if (ex) std::rethrow_exception(ex);
   return std::move(*out);
