@@ -155,7 +155,8 @@ class train_job : public ckpt::restoreable_job<train_config> {
 
   asio::awaitable<result<void>> restore_from_path(fs::path rel_path) override {
     auto t = state_tree();
-    auto loaded = co_await get_tree_and_metadata_from_path(rel_path, t);
+    auto op = get_tree_and_metadata_from_path(rel_path, t);  // no temporaries in co_await
+    auto loaded = co_await std::move(op);
     if (!loaded) co_return ckpt::fail(std::move(loaded).error());
     co_return ckpt::success();
   }

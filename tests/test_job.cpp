@@ -68,7 +68,8 @@ class test_job : public ckpt::restoreable_job<test_config> {
 
   boost::asio::awaitable<result<void>> restore_from_path(fs::path rel_path) override {
     auto t = state();
-    auto loaded = co_await get_tree_and_metadata_from_path(rel_path, t);
+    auto op = get_tree_and_metadata_from_path(rel_path, t);
+    auto loaded = co_await std::move(op);
     if (!loaded) co_return ckpt::fail(std::move(loaded).error());
     step = loaded.value().metadata.at("step").as_int64();
     restored_from = rel_path;
@@ -249,7 +250,8 @@ TEST_CASE("stale temporary and trash directories: only ours are removed", "[job]
   CHECK(fs::exists(jd / "step_3" / "inside"));  // the symlink was not followed
 }
 
-TEST_CASE("save and load through a job: own, other job's, partial, metadata only", "[job]") {
+TEST_CASE("save and load through a job (own and other jobs' checkpoints; partial; metadata only)",
+          "[job]") {
   ckpt::test::temp_dir dir;
   test_job a(make_spec(dir.path(), "job-a"), test_config{8, 0.5, "a", {}});
   test_job b(make_spec(dir.path(), "job-b"), test_config{16, 0.25, "b", {}});
@@ -334,7 +336,7 @@ TEST_CASE("async save handle through a job", "[job]") {
   CHECK(back.tree.find("w")->leaf().as<float>()[0] == 1.0f);
 }
 
-TEST_CASE("register_latest, latest and checkpoints", "[job]") {
+TEST_CASE("register_latest; latest; checkpoints", "[job]") {
   ckpt::test::temp_dir dir;
   const auto spec = make_spec(dir.path());
   test_job job(spec, {});
@@ -381,7 +383,7 @@ TEST_CASE("register_latest, latest and checkpoints", "[job]") {
   CHECK(test_job::latest(spec).error() == errc::corrupt);
 }
 
-TEST_CASE("run(), restore and from_checkpoint with and without resume", "[job]") {
+TEST_CASE("run(); restore; from_checkpoint with and without resume", "[job]") {
   ckpt::test::temp_dir dir;
   auto spec = make_spec(dir.path());
   {
@@ -455,7 +457,7 @@ TEST_CASE("run(), restore and from_checkpoint with and without resume", "[job]")
   }
 }
 
-TEST_CASE("retention keeps the last N and every K-th, never LATEST's target", "[job]") {
+TEST_CASE("retention keeps the last N and every K-th but never LATEST's target", "[job]") {
   ckpt::test::temp_dir dir;
   auto spec = make_spec(dir.path());
   test_job job(spec, {});

@@ -14,6 +14,10 @@
 // Config types convert through Boost.JSON `value_from` / `value_to`: structs described with
 // BOOST_DESCRIBE_STRUCT work out of the box, others need `tag_invoke` overloads.
 //
+// Coroutines here never co_await an expression that creates temporaries with destructors (a
+// by-value path argument, a string): GCC 12 may destroy such temporaries twice. They build the
+// awaitable into a named local first (`auto op = f(args); co_await std::move(op);`).
+//
 // Threads: a job object is not thread-safe; use it from one thread (or one strand) at a time.
 // Functions that touch the store synchronously (register_latest, latest, checkpoints, the
 // `_blocking` forms) block the calling thread on small metadata IO and use
@@ -247,7 +251,8 @@ class checkpointed_job : public basic_job<C> {
     if (!path) co_return fail(std::move(path).error());
     auto options = load_defaults_;
     options.partial = partial;
-    auto loaded = co_await ckpt::load(path.value(), &template_tree, std::move(options));
+    auto op = ckpt::load(path.value(), &template_tree, std::move(options));
+    auto loaded = co_await std::move(op);
     if (!loaded)
       co_return fail(std::move(loaded).error().with_context("load " + path.value().string()));
     co_return tree_and_metadata{std::move(loaded.value().tree), std::move(loaded.value().metadata)};
@@ -257,7 +262,8 @@ class checkpointed_job : public basic_job<C> {
       std::filesystem::path suffix, const tree& template_tree, bool partial = false) const {
     auto rel = this->spec_.rel_path(suffix);
     if (!rel) co_return fail(std::move(rel).error());
-    co_return co_await get_tree_and_metadata_from_path(rel.value(), template_tree, partial);
+    auto op = get_tree_and_metadata_from_path(rel.value(), template_tree, partial);
+    co_return co_await std::move(op);
   }
   /// Blocking forms.
   result<tree_and_metadata> get_tree_and_metadata_from_path_blocking(std::filesystem::path rel_path,
@@ -279,14 +285,16 @@ class checkpointed_job : public basic_job<C> {
       std::filesystem::path rel_path) const {
     auto path = this->spec_.resolve(rel_path);
     if (!path) co_return fail(std::move(path).error());
-    co_return co_await ckpt::load_metadata(path.value());
+    auto op = ckpt::load_metadata(path.value());
+    co_return co_await std::move(op);
   }
   /// The same for this job's own checkpoint `suffix`.
   boost::asio::awaitable<result<boost::json::object>> get_metadata(
       std::filesystem::path suffix) const {
     auto rel = this->spec_.rel_path(suffix);
     if (!rel) co_return fail(std::move(rel).error());
-    co_return co_await get_metadata_from_path(rel.value());
+    auto op = get_metadata_from_path(rel.value());
+    co_return co_await std::move(op);
   }
   result<boost::json::object> get_metadata_from_path_blocking(std::filesystem::path rel) const {
     CKPT_TRY(auto path, this->spec_.resolve(rel));
@@ -330,7 +338,8 @@ class checkpointed_job : public basic_job<C> {
                                                                     boost::json::object metadata) {
     auto rel = this->spec_.rel_path(suffix);
     if (!rel) co_return fail(std::move(rel).error());
-    co_return co_await save_tree_and_metadata_from_path(rel.value(), t, std::move(metadata));
+    auto op = save_tree_and_metadata_from_path(rel.value(), t, std::move(metadata));
+    co_return co_await std::move(op);
   }
   /// Blocking forms (do not call from the runtime's threads).
   result<save_stats> save_tree_and_metadata_from_path_blocking(std::filesystem::path rel_path,
@@ -379,7 +388,8 @@ class restoreable_job : public checkpointed_job<C> {
   boost::asio::awaitable<result<void>> restore(std::filesystem::path suffix) {
     auto rel = this->spec_.rel_path(suffix);
     if (!rel) co_return fail(std::move(rel).error());
-    co_return co_await restore_from_path(rel.value());
+    auto op = restore_from_path(rel.value());
+    co_return co_await std::move(op);
   }
 
   /// Registers this job's committed checkpoint `suffix` as its latest (store::write_latest:
@@ -451,7 +461,8 @@ class restoreable_job : public checkpointed_job<C> {
           std::move(config).error().with_context("restore job from " + path.value().string()));
     }
     auto job = std::make_unique<Job>(std::move(id.value().spec), config.value());
-    auto restored = co_await job->restore_from_path(rel_path);
+    auto op = job->restore_from_path(rel_path);
+    auto restored = co_await std::move(op);
     if (!restored) {
       co_return fail(
           std::move(restored).error().with_context("restore job from " + path.value().string()));
@@ -465,8 +476,9 @@ class restoreable_job : public checkpointed_job<C> {
       bool resume = false) {
     auto rel = spec.rel_path(suffix);
     if (!rel) co_return fail(std::move(rel).error());
-    co_return co_await from_checkpoint_path<Job>(rel.value(), std::move(spec),
-                                                 std::move(runtime_cfg), resume);
+    auto op =
+        from_checkpoint_path<Job>(rel.value(), std::move(spec), std::move(runtime_cfg), resume);
+    co_return co_await std::move(op);
   }
   /// Blocking forms (run on a private io_context in the calling thread).
   template <class Job>
