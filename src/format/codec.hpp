@@ -1,0 +1,68 @@
+// Chunk codecs: how one chunk of a leaf's bytes is stored, and its checksum. Internal header.
+#pragma once
+
+#include <ckpt/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace ckpt::format {
+
+/// How a chunk's bytes are stored. Recorded per chunk in the index by name.
+enum class codec : std::uint8_t {
+  raw,          ///< "raw": the bytes as they are
+  lz4,          ///< "lz4": one LZ4 block (LZ4_compress_default), no frame
+  shuffle_lz4,  ///< "shuffle-lz4": bytes transposed by element size, then one LZ4 block
+};
+
+std::string_view codec_name(codec c) noexcept;
+result<codec> parse_codec(std::string_view name);
+
+/// XXH3-64 of `bytes` (the checksum of a chunk's stored bytes, and of the index).
+std::uint64_t checksum(std::span<const std::byte> bytes) noexcept;
+/// 16 lowercase hex digits, and back (exactly 16 hex digits or an error).
+std::string checksum_hex(std::uint64_t h);
+result<std::uint64_t> parse_checksum_hex(std::string_view s);
+
+struct codec_policy {
+  /// Try compression at all (false: every chunk raw).
+  bool compress = true;
+  /// Byte-shuffle by element size for floating dtypes of size > 1 before LZ4.
+  bool shuffle = true;
+  /// Compress only when raw/stored >= this on a sample (and then on the whole chunk).
+  double min_ratio = 1.10;
+};
+
+/// Chooses the codec for `src` cheaply by compressing a few small samples (a handful of
+/// 16 KiB windows spread over the chunk; the whole chunk when it is small). Never returns a
+/// codec whose sample ratio is below `policy.min_ratio`.
+codec choose_codec(std::span<const std::byte> src, std::size_t element_size, bool floating,
+                   const codec_policy& policy);
+
+/// Capacity `dst` needs for encode_chunk with any codec.
+std::size_t encode_bound(std::size_t raw_size) noexcept;
+
+/// Encodes `src` with `c` into `dst` (dst.size() >= encode_bound(src.size())) and returns the
+/// stored size. For lz4 / shuffle_lz4, returns 0 when the result would not be smaller than
+/// src.size() / min_ratio (the caller then stores it raw). Thread-safe; uses thread-local
+/// scratch space for the shuffle.
+std::size_t encode_chunk(codec c, std::span<const std::byte> src, std::size_t element_size,
+                         std::span<std::byte> dst, double min_ratio);
+
+/// Decodes a stored chunk into `dst`, whose size is the exact expected raw size. A stored chunk
+/// that is malformed or decodes to any other size is `errc::corrupt` (never UB, never a
+/// partial silent result). Thread-safe.
+result<void> decode_chunk(codec c, std::span<const std::byte> stored, std::size_t element_size,
+                          std::span<std::byte> dst);
+
+/// Byte shuffle: element i's byte b goes to b * n + i (n = elements). `dst.size() ==
+/// src.size()`, a multiple of element_size.
+void shuffle_bytes(std::span<const std::byte> src, std::size_t element_size,
+                   std::span<std::byte> dst) noexcept;
+void unshuffle_bytes(std::span<const std::byte> src, std::size_t element_size,
+                     std::span<std::byte> dst) noexcept;
+
+}  // namespace ckpt::format
