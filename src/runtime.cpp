@@ -19,6 +19,12 @@ runtime::~runtime() {
 
 result<std::shared_ptr<runtime>> runtime::create(const runtime_options& options) {
   CKPT_TRY(auto engine, io::engine::create(options.io));
+  return create(std::move(engine), options);
+}
+
+result<std::shared_ptr<runtime>> runtime::create(std::shared_ptr<io::engine> engine,
+                                                 const runtime_options& options) {
+  if (!engine) return fail(errc::invalid_argument, "runtime::create: null engine");
   unsigned threads = options.cpu_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   std::uint64_t budget = options.staging_budget;

@@ -424,9 +424,15 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   CKPT_CO_TRYV_CTX(co_await io().rename(parent_fd, tmp_name, parent_fd, name,
                                         exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE),
                    "rename " + tmp_name + " to " + name);
+  auto synced = co_await io().fsync(io::file{parent_fd, false, parent.string()});
+  if (!synced) {
+    // Not known to be durable: undo the rename so that what is visible matches the failure we
+    // report (the temporary name then holds the new files again and cleanup removes them).
+    (void)co_await io().rename(parent_fd, name, parent_fd, tmp_name,
+                               exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE);
+    co_return fail(std::move(synced).error().with_context("fsync directory " + parent.string()));
+  }
   created.clear();  // the temporary directory is the checkpoint now
-  CKPT_CO_TRYV_CTX(co_await io().fsync(io::file{parent_fd, false, parent.string()}),
-                   "fsync directory " + parent.string());
   if (exchange) {
     // The old checkpoint now sits under the temporary name: move it to the trash and delete it
     // off the save's path (failures here leave only a trash directory that start-up cleans).

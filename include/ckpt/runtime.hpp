@@ -33,6 +33,10 @@ struct runtime_options {
 class runtime {
  public:
   static result<std::shared_ptr<runtime>> create(const runtime_options& options = {});
+  /// A runtime over a given engine (e.g. one built over a fault-injecting backend);
+  /// `options.io` is ignored.
+  static result<std::shared_ptr<runtime>> create(std::shared_ptr<io::engine> engine,
+                                                 const runtime_options& options = {});
   /// A process-wide runtime with default options, created on first use. Throws std::system_error
   /// when it cannot be created (no IO backend works at all).
   static const std::shared_ptr<runtime>& global();

@@ -18,6 +18,9 @@ enum class codec : std::uint8_t {
   shuffle_lz4,  ///< "shuffle-lz4": bytes transposed by element size, then one LZ4 block
 };
 
+/// The largest raw chunk the LZ4 codecs handle (LZ4_MAX_INPUT_SIZE); larger chunks are stored raw.
+inline constexpr std::size_t max_lz4_chunk = 0x7E000000;
+
 std::string_view codec_name(codec c) noexcept;
 result<codec> parse_codec(std::string_view name);
 

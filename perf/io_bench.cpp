@@ -1,0 +1,253 @@
+// ckpt-perf io: sequential O_DIRECT write + fsync, then a cold read, through the io engine.
+//
+//   ckpt-perf io --dir DIR --size BYTES [--block BYTES=4M] [--depth N=16]
+//                [--backend uring|threads] [--drop-caches] [--json]
+//
+// Method: `depth` workers each own one aligned buffer of `block` bytes (filled with
+// pseudo-random data before the clock starts) and take the next block offset in turn, so
+// `depth` writes of `block` bytes are in flight at once. One fsync at the end is part of the
+// write time. The file is then closed, its page cache dropped (posix_fadvise DONTNEED; with
+// --drop-caches as root also /proc/sys/vm/drop_caches), and read back the same way. The file is
+// deleted afterwards.
+#include "perf.hpp"
+
+#include <ckpt/buffer.hpp>
+#include <ckpt/io.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+using ckpt::aligned_buffer;
+using ckpt::io::engine;
+using ckpt::io::file;
+
+struct options {
+  std::string dir;
+  std::uint64_t size = 0;
+  std::uint64_t block = 4 << 20;
+  unsigned depth = 16;
+  ckpt::io::backend_kind backend = ckpt::io::backend_kind::automatic;
+  bool drop_caches = false;
+  bool json = false;
+};
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: ckpt-perf io --dir DIR --size BYTES [--block BYTES=4M] [--depth N=16]\n"
+               "                    [--backend uring|threads] [--drop-caches] [--json]\n");
+  return 2;
+}
+
+/// Shared by the workers of one phase; they all run on one thread.
+struct phase {
+  const file* f = nullptr;
+  std::uint64_t size = 0;
+  std::uint64_t block = 0;
+  std::uint64_t next = 0;
+  bool write = true;
+  std::string error{};
+};
+
+asio::awaitable<void> worker(engine& e, phase& p, aligned_buffer& buf) {
+  while (p.error.empty() && p.next < p.size) {
+    std::uint64_t offset = p.next;
+    std::size_t len = static_cast<std::size_t>(std::min(p.block, p.size - offset));
+    p.next += len;
+    if (p.write) {
+      auto r = co_await e.write(*p.f, buf.span().first(len), offset);
+      if (!r) p.error = r.error().what();
+    } else {
+      auto r = co_await e.read(*p.f, buf.span().first(len), offset);
+      if (!r) {
+        p.error = r.error().what();
+      } else if (r.value() != len) {
+        p.error = "short read at offset " + std::to_string(offset);
+      }
+    }
+  }
+}
+
+/// Runs `depth` workers over the whole file; returns the elapsed seconds.
+double run_phase(engine& e, phase& p, std::vector<aligned_buffer>& buffers) {
+  asio::io_context ctx(1);
+  for (auto& b : buffers)
+    asio::co_spawn(ctx, worker(e, p, b), asio::detached);
+  auto t0 = std::chrono::steady_clock::now();
+  ctx.run();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void fill_random(aligned_buffer& b, std::uint64_t seed) {
+  std::uint64_t x = seed;
+  for (std::size_t i = 0; i + 8 <= b.size(); i += 8) {
+    x += 0x9e3779b97f4a7c15ULL;
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    std::memcpy(b.data() + i, &z, 8);
+  }
+}
+
+/// Drops the file's cached pages; returns what was done, for the report.
+std::string drop_cache(const std::string& path, bool system_wide) {
+  std::string how = "none";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fdatasync(fd);
+    if (::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0) how = "fadvise_dontneed";
+    ::close(fd);
+  }
+  if (system_wide) {
+    if (::geteuid() == 0) {
+      ::sync();
+      std::ofstream out("/proc/sys/vm/drop_caches");
+      out << "1\n";
+      out.flush();
+      how += out ? "+drop_caches" : "+drop_caches_refused";
+    } else {
+      how += "+drop_caches_needs_root";
+    }
+  }
+  return how;
+}
+
+double gibps(std::uint64_t bytes, double seconds) {
+  return seconds > 0 ? static_cast<double>(bytes) / seconds / double(1 << 30) : 0.0;
+}
+
+int io_main(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "--json") {
+      o.json = true;
+    } else if (a == "--drop-caches") {
+      o.drop_caches = true;
+    } else if (a == "--dir") {
+      const char* v = value();
+      if (!v) return usage();
+      o.dir = v;
+    } else if (a == "--size" || a == "--block") {
+      const char* v = value();
+      auto n = v ? ckpt::perf::parse_bytes(v) : std::nullopt;
+      if (!n) return usage();
+      (a == "--size" ? o.size : o.block) = *n;
+    } else if (a == "--depth") {
+      const char* v = value();
+      if (!v) return usage();
+      o.depth = static_cast<unsigned>(std::strtoul(v, nullptr, 10));
+    } else if (a == "--backend") {
+      const char* v = value();
+      if (!v) return usage();
+      std::string_view b = v;
+      if (b == "uring") {
+        o.backend = ckpt::io::backend_kind::uring;
+      } else if (b == "threads") {
+        o.backend = ckpt::io::backend_kind::threads;
+      } else if (b != "auto") {
+        return usage();
+      }
+    } else {
+      std::fprintf(stderr, "ckpt-perf io: unknown option %s\n", argv[i]);
+      return usage();
+    }
+  }
+  if (o.dir.empty() || o.size == 0 || o.depth == 0 || o.block == 0 || o.block % 4096 != 0 ||
+      o.size % 4096 != 0) {
+    std::fprintf(stderr,
+                 "ckpt-perf io: --dir and --size are required; size and block must be "
+                 "multiples of 4096, depth > 0\n");
+    return usage();
+  }
+
+  auto created = engine::create(
+      {.backend = o.backend, .queue_depth = o.depth, .threads = std::max(4u, o.depth)});
+  if (!created) {
+    std::fprintf(stderr, "ckpt-perf io: %s\n", created.error().what().c_str());
+    return 1;
+  }
+  auto& e = *created.value();
+  const std::string path = o.dir + "/ckpt-perf-io." + std::to_string(::getpid()) + ".dat";
+
+  // Buffers and data: not timed.
+  std::vector<aligned_buffer> buffers;
+  const unsigned nbuf =
+      static_cast<unsigned>(std::min<std::uint64_t>(o.depth, (o.size + o.block - 1) / o.block));
+  for (unsigned i = 0; i < nbuf; ++i) {
+    buffers.emplace_back(static_cast<std::size_t>(o.block));
+    fill_random(buffers.back(), 0x5eed + i);
+  }
+
+  auto fail = [&](const std::string& what) {
+    std::fprintf(stderr, "ckpt-perf io: %s\n", what.c_str());
+    ::unlink(path.c_str());
+    return 1;
+  };
+
+  // Write + fsync.
+  auto fw = ckpt::perf::run(e.open(AT_FDCWD, path, O_CREAT | O_TRUNC | O_WRONLY | O_DIRECT, 0644));
+  if (!fw) return fail(fw.error().what());
+  const bool direct = fw.value().direct;
+  phase w{.f = &fw.value(), .size = o.size, .block = o.block, .write = true};
+  double write_s = run_phase(e, w, buffers);
+  auto t0 = std::chrono::steady_clock::now();
+  auto synced = ckpt::perf::run(e.fsync(fw.value()));
+  double fsync_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  (void)ckpt::perf::run(e.close(fw.value()));
+  if (!w.error.empty()) return fail(w.error);
+  if (!synced) return fail(synced.error().what());
+
+  // Cold read.
+  std::string cache = drop_cache(path, o.drop_caches);
+  auto fr = ckpt::perf::run(e.open(AT_FDCWD, path, O_RDONLY | O_DIRECT));
+  if (!fr) return fail(fr.error().what());
+  phase r{.f = &fr.value(), .size = o.size, .block = o.block, .write = false};
+  double read_s = run_phase(e, r, buffers);
+  (void)ckpt::perf::run(e.close(fr.value()));
+  ::unlink(path.c_str());
+  if (!r.error.empty()) return fail(r.error);
+
+  const double wg = gibps(o.size, write_s + fsync_s);
+  const double rg = gibps(o.size, read_s);
+  if (o.json) {
+    std::printf(
+        "{\"backend\":\"%s\",\"bytes\":%llu,\"block\":%llu,\"depth\":%u,\"direct\":%s,"
+        "\"write_gibps\":%.4f,\"read_gibps\":%.4f,\"write_s\":%.4f,\"fsync_s\":%.4f,"
+        "\"read_s\":%.4f,\"cache_drop\":\"%s\"}\n",
+        std::string(e.backend_name()).c_str(), static_cast<unsigned long long>(o.size),
+        static_cast<unsigned long long>(o.block), o.depth, direct ? "true" : "false", wg, rg,
+        write_s, fsync_s, read_s, cache.c_str());
+  } else {
+    std::printf(
+        "method: sequential %s of %.2f GiB in %llu KiB blocks, %u in flight, O_DIRECT %s,"
+        " backend %s\n",
+        "write+fsync then read", static_cast<double>(o.size) / double(1 << 30),
+        static_cast<unsigned long long>(o.block >> 10), o.depth, direct ? "yes" : "no",
+        std::string(e.backend_name()).c_str());
+    std::printf("write: %.3f GiB/s (%.3f s writing + %.3f s fsync)\n", wg, write_s, fsync_s);
+    std::printf("read:  %.3f GiB/s (%.3f s, cache dropped: %s)\n", rg, read_s, cache.c_str());
+  }
+  return 0;
+}
+
+ckpt::perf::register_command reg_io("io", "sequential O_DIRECT write/fsync/read throughput",
+                                    io_main);
+
+}  // namespace

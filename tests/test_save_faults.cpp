@@ -1,0 +1,129 @@
+// A save whose IO fails at operation k, for every k: it fails cleanly (or, for a failure after
+// the commit point, succeeds), leaves no temporary directory behind, and never harms the
+// checkpoint that was there before.
+#include "io/backend.hpp"
+#include "support.hpp"
+
+#include <ckpt/load.hpp>
+#include <ckpt/save.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstring>
+
+namespace fs = std::filesystem;
+using ckpt::array;
+using ckpt::dtype;
+using ckpt::tree;
+
+namespace {
+
+// Fails the op with index `fail_at` (counting from 0) with -`err`, once.
+class failing_backend final : public ckpt::io::backend {
+ public:
+  failing_backend(std::unique_ptr<ckpt::io::backend> inner, long fail_at, int err)
+      : inner_(std::move(inner)), fail_at_(fail_at), err_(err) {}
+  std::string_view name() const noexcept override { return "failing"; }
+  void submit(ckpt::io::op* o) noexcept override {
+    long n = count_++;
+    if (n == fail_at_) {
+      failed_kind_ = o->req.kind;
+      o->complete(-err_);
+      return;
+    }
+    inner_->submit(o);
+  }
+  void shutdown() noexcept override { inner_->shutdown(); }
+  long count() const { return count_; }
+  ckpt::io::op_kind failed_kind() const { return failed_kind_; }
+
+ private:
+  std::unique_ptr<ckpt::io::backend> inner_;
+  long fail_at_;
+  int err_;
+  std::atomic<long> count_{0};
+  ckpt::io::op_kind failed_kind_ = ckpt::io::op_kind::open;
+};
+
+struct faulty_runtime {
+  failing_backend* backend = nullptr;
+  std::shared_ptr<ckpt::runtime> rt;
+};
+
+faulty_runtime make_runtime(long fail_at, int err) {
+  auto inner = ckpt::io::make_thread_backend({}).value();
+  auto b = std::make_unique<failing_backend>(std::move(inner), fail_at, err);
+  faulty_runtime fr;
+  fr.backend = b.get();
+  auto engine = ckpt::io::engine::create(std::move(b)).value();
+  ckpt::runtime_options ro;
+  ro.cpu_threads = 2;
+  ro.staging_budget = 64 << 20;
+  fr.rt = ckpt::runtime::create(engine, ro).value();
+  return fr;
+}
+
+array leaf(std::int64_t n, float v) {
+  auto a = array::zeros(dtype::f32, {n}).value();
+  for (auto& x : a.as_mutable<float>()) x = v;
+  return a;
+}
+
+}  // namespace
+
+TEST_CASE("a save failing at any IO operation leaves the old checkpoint intact", "[save][faults]") {
+  const bool overwrite = GENERATE(false, true);
+  const int err = GENERATE(EIO, ENOSPC);
+  tree old_tree = tree::dict({{"w", leaf(70000, 1.0f)}, {"b", leaf(10, 2.0f)}});
+  tree new_tree = tree::dict({{"w", leaf(70000, 3.0f)}, {"b", leaf(10, 4.0f)}});
+  ckpt::save_options so;
+  so.chunk_bytes = 64 << 10;  // several units and data files
+  so.overwrite = overwrite;
+
+  // A clean run counts the operations of one save.
+  long total = 0;
+  {
+    ckpt::test::temp_dir dir;
+    REQUIRE(ckpt::save_blocking(dir / "old", old_tree, {}));
+    auto fr = make_runtime(-1, err);
+    so.runtime = fr.rt;
+    REQUIRE(ckpt::save_blocking(dir / (overwrite ? "old" : "new"), new_tree, {}, so));
+    total = fr.backend->count();
+  }
+  REQUIRE(total > 20);
+
+  int failed = 0, succeeded = 0;
+  for (long k = 0; k < total; ++k) {
+    ckpt::test::temp_dir dir;
+    REQUIRE(ckpt::save_blocking(dir / "old", old_tree, {{"v", 1}}));
+    auto fr = make_runtime(k, err);
+    so.runtime = fr.rt;
+    const fs::path target = dir / (overwrite ? "old" : "new");
+    auto r = ckpt::save_blocking(target, new_tree, {{"v", 2}}, so);
+    INFO("failing op " << k << " of " << total << " ("
+                       << ckpt::io::to_string(fr.backend->failed_kind()) << ")");
+    fr.rt.reset();
+    // No temporary directory is ever left behind.
+    for (auto& e : fs::directory_iterator(dir.path())) {
+      CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
+    }
+    if (r) {
+      ++succeeded;
+      CHECK(ckpt::load_blocking(target).value().tree == new_tree);
+    } else {
+      ++failed;
+      CHECK(r.error().message().find(target.string()) != std::string::npos);
+      if (!overwrite) CHECK_FALSE(fs::exists(dir / "new"));
+    }
+    // The old checkpoint is intact unless it was the one successfully replaced.
+    if (!(overwrite && r)) {
+      auto old = ckpt::load_blocking(dir / "old");
+      REQUIRE(old);
+      CHECK(old.value().tree == old_tree);
+    }
+  }
+  // Every op before the commit point must fail the save.
+  CHECK(failed > total / 2);
+  UNSCOPED_INFO("ops " << total << ", failed saves " << failed << ", succeeded " << succeeded);
+}
