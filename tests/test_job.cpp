@@ -250,7 +250,7 @@ TEST_CASE("stale temporary and trash directories: only ours are removed", "[job]
   CHECK(fs::exists(jd / "step_3" / "inside"));  // the symlink was not followed
 }
 
-TEST_CASE("save and load through a job (own and other jobs' checkpoints; partial; metadata only)",
+TEST_CASE("save and load through a job - own and other jobs' checkpoints - partial - metadata only",
           "[job]") {
   ckpt::test::temp_dir dir;
   test_job a(make_spec(dir.path(), "job-a"), test_config{8, 0.5, "a", {}});
@@ -336,7 +336,7 @@ TEST_CASE("async save handle through a job", "[job]") {
   CHECK(back.tree.find("w")->leaf().as<float>()[0] == 1.0f);
 }
 
-TEST_CASE("register_latest; latest; checkpoints", "[job]") {
+TEST_CASE("register_latest - latest - checkpoints", "[job]") {
   ckpt::test::temp_dir dir;
   const auto spec = make_spec(dir.path());
   test_job job(spec, {});
@@ -383,7 +383,7 @@ TEST_CASE("register_latest; latest; checkpoints", "[job]") {
   CHECK(test_job::latest(spec).error() == errc::corrupt);
 }
 
-TEST_CASE("run(); restore; from_checkpoint with and without resume", "[job]") {
+TEST_CASE("run() - restore - from_checkpoint with and without resume", "[job]") {
   ckpt::test::temp_dir dir;
   auto spec = make_spec(dir.path());
   {
