@@ -23,9 +23,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -315,6 +317,63 @@ asio::awaitable<void> faulty_round_trip(engine& e, std::string path) {
   require_ok(co_await e.close(f.value()));
 }
 
+/// A seam wrapper that refuses O_DIRECT opens (like an old tmpfs) and records every op with its
+/// path and result, through a wrapper op of its own.
+class recording_backend final : public ckpt::io::backend {
+ public:
+  explicit recording_backend(std::unique_ptr<backend> inner) : inner_(std::move(inner)) {}
+  std::string_view name() const noexcept override { return "recording"; }
+  void submit(ckpt::io::op* o) noexcept override {
+    if (o->req.kind == ckpt::io::op_kind::open && (o->req.flags & O_DIRECT)) {
+      record(o->req, -EINVAL);
+      o->complete(-EINVAL);
+      return;
+    }
+    inner_->submit(new recorded_op(this, o));
+  }
+  void shutdown() noexcept override { inner_->shutdown(); }
+  std::vector<std::string> log() {
+    std::lock_guard lock(mutex_);
+    return log_;
+  }
+
+ private:
+  struct recorded_op final : ckpt::io::op {
+    recorded_op(recording_backend* b, ckpt::io::op* o) : op(o->req), b(b), original(o) {}
+    void complete(int res) noexcept override {
+      b->record(req, res);
+      auto* o = original;
+      delete this;
+      o->complete(res);
+    }
+    recording_backend* b;
+    ckpt::io::op* original;
+  };
+  void record(const ckpt::io::request& r, int res) {
+    std::string name = r.path ? r.path : std::string(r.file_name);
+    auto slash = name.rfind('/');
+    std::lock_guard lock(mutex_);
+    log_.push_back(std::string(to_string(r.kind)) + " " + name.substr(slash + 1) + " " +
+                   std::to_string(res));
+  }
+  std::unique_ptr<backend> inner_;
+  std::mutex mutex_;
+  std::vector<std::string> log_;
+};
+
+asio::awaitable<void> fallback_round_trip(engine& e, std::string path) {
+  auto f = co_await e.open(AT_FDCWD, path, O_CREAT | O_EXCL | O_RDWR | O_DIRECT);
+  require_ok(f);
+  CHECK_FALSE(f.value().direct);
+  const std::string text = "buffered after all";
+  require_ok(co_await e.write(f.value(), std::as_bytes(std::span(text)), 0));
+  std::string back(64, '\0');
+  auto n = co_await e.read(f.value(), std::as_writable_bytes(std::span(back)), 0);
+  require_ok(n);
+  CHECK(back.substr(0, n.value()) == text);
+  require_ok(co_await e.close(f.value()));
+}
+
 }  // namespace
 
 TEST_CASE("io: O_DIRECT write/read round trip, EOF, fsync, statx", "[io]") {
@@ -444,4 +503,28 @@ TEST_CASE("io: CKPT_IO_BACKEND selects the backend", "[io]") {
   } else {
     ::unsetenv("CKPT_IO_BACKEND");
   }
+}
+
+TEST_CASE("io: O_DIRECT refused falls back to buffered IO; a recording wrapper sees every op",
+          "[io]") {
+  auto kind = GENERATE(backend_kind::uring, backend_kind::threads);
+  INFO(kind_name(kind));
+  ckpt::io::engine_options opts{.backend = kind};
+  auto inner = kind == backend_kind::uring ? ckpt::io::make_uring_backend(opts)
+                                           : ckpt::io::make_thread_backend(opts);
+  if (!inner) return;
+  auto wrapper = std::make_unique<recording_backend>(std::move(inner).value());
+  auto* w = wrapper.get();
+  auto e = engine::create(std::move(wrapper), opts);
+  REQUIRE(e);
+  ckpt::test::temp_dir dir(ckpt::test::test_roots().back());
+  run(fallback_round_trip(*e.value(), (dir / "data-00001.bin").string()));
+  auto log = w->log();
+  REQUIRE(log.size() == 6);
+  CHECK(log[0] == "open data-00001.bin -22");
+  CHECK(log[1].rfind("open data-00001.bin ", 0) == 0);
+  CHECK(log[2] == "write data-00001.bin 18");
+  CHECK(log[3] == "read data-00001.bin 18");
+  CHECK(log[4] == "read data-00001.bin 0");  // end of file
+  CHECK(log[5] == "close data-00001.bin 0");
 }
