@@ -456,8 +456,9 @@ TEST_CASE("io: destroying the engine with ops in flight", "[io]") {
   ctx.run();
   CHECK(s.ok + s.cancelled == n);
   CHECK(s.other == 0);
-  // Parked ops were cancelled (the thread pool may have finished all 2000 before the reset).
-  if (kind == backend_kind::uring) CHECK(s.cancelled > 0);
+  // Usually some parked ops were cancelled, but a fast backend (or a slow sanitizer build) may
+  // have finished all of them during poll().
+  if (s.cancelled == 0) WARN("no op was parked at shutdown");
   ::close(f.value().fd);
 }
 
@@ -527,4 +528,35 @@ TEST_CASE("io: O_DIRECT refused falls back to buffered IO; a recording wrapper s
   CHECK(log[3] == "read data-00001.bin 18");
   CHECK(log[4] == "read data-00001.bin 0");  // end of file
   CHECK(log[5] == "close data-00001.bin 0");
+}
+
+asio::awaitable<void> blocked_read(engine& e, file f, stress_state& s) {
+  std::array<std::byte, 1> byte{};
+  auto r = co_await e.read(f, byte, 0);
+  if (!r && r.error() == ckpt::errc::cancelled) {
+    ++s.cancelled;
+  } else {
+    ++s.other;
+  }
+}
+
+TEST_CASE("io: shutdown cancels an op that would block in the kernel forever", "[io]") {
+  // A read from an empty pipe never completes by itself: ~engine must cancel it, not hang.
+  auto e = make_engine(backend_kind::uring, 4);
+  if (!e) return;
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  stress_state s;
+  asio::io_context ctx;
+  asio::co_spawn(ctx, blocked_read(*e, file{.fd = fds[0], .direct = false, .name = "pipe"}, s),
+                 asio::detached);
+  ctx.poll();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the read is in the kernel
+  auto t0 = std::chrono::steady_clock::now();
+  e.reset();
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+  ctx.run();
+  CHECK(s.cancelled == 1);
+  ::close(fds[0]);
+  ::close(fds[1]);
 }
