@@ -32,7 +32,7 @@ constexpr std::uint64_t max_gap = 256ull << 10;       // unneeded bytes read to 
 
 struct open_checkpoint {
   std::string where;  // the checkpoint path, for messages
-  io::file dir;  // the checkpoint directory
+  io::file dir;       // the checkpoint directory
   format::commit_marker commit;
 };
 
@@ -486,9 +486,7 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
                                                      load_options opt) {
   auto& io = rt->io();
   CKPT_CO_TRY(checkpoint_files cf, co_await open_all(io, path, true));
-  auto close_dir = [&]() -> asio::awaitable<void> {
-    (void)co_await io.close(cf.ck.dir);
-  };
+  auto close_dir = [&]() -> asio::awaitable<void> { (void)co_await io.close(cf.ck.dir); };
   std::vector<target> targets;
   std::unordered_map<std::string, ckpt::array> restored;
   tree shape_tree;  // what to rebuild
