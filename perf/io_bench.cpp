@@ -5,8 +5,10 @@
 //
 // Method: `depth` workers each own one aligned buffer of `block` bytes (filled with
 // pseudo-random data before the clock starts) and take the next block offset in turn, so
-// `depth` writes of `block` bytes are in flight at once. One fsync at the end is part of the
-// write time. The file is then closed, its page cache dropped (posix_fadvise DONTNEED; with
+// `depth` writes of `block` bytes are in flight at once. The file is first laid out with
+// fallocate (untimed, as fio does by default; --no-fallocate skips it). One fsync at the end is
+// part of the write time. The file is then closed, its page cache dropped (posix_fadvise DONTNEED;
+// with
 // --drop-caches as root also /proc/sys/vm/drop_caches), and read back the same way. The file is
 // deleted afterwards.
 #include "perf.hpp"
@@ -44,12 +46,17 @@ struct options {
   ckpt::io::backend_kind backend = ckpt::io::backend_kind::automatic;
   bool drop_caches = false;
   bool json = false;
+  bool fallocate = true;
+  bool keep = false;       // leave the file behind
+  bool read_only = false;  // skip the write phase: read an existing --file
+  std::string file;        // explicit file name instead of DIR/ckpt-perf-io.PID.dat
 };
 
 int usage() {
   std::fprintf(stderr,
                "usage: ckpt-perf io --dir DIR --size BYTES [--block BYTES=4M] [--depth N=16]\n"
-               "                    [--backend uring|threads] [--drop-caches] [--json]\n");
+               "                    [--backend uring|threads] [--drop-caches] [--no-fallocate]\n"
+               "                    [--file PATH] [--keep] [--read-only] [--json]\n");
   return 2;
 }
 
@@ -138,6 +145,16 @@ int io_main(int argc, char** argv) {
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     if (a == "--json") {
       o.json = true;
+    } else if (a == "--keep") {
+      o.keep = true;
+    } else if (a == "--read-only") {
+      o.read_only = true;
+    } else if (a == "--file") {
+      const char* v = value();
+      if (!v) return usage();
+      o.file = v;
+    } else if (a == "--no-fallocate") {
+      o.fallocate = false;
     } else if (a == "--drop-caches") {
       o.drop_caches = true;
     } else if (a == "--dir") {
@@ -169,6 +186,11 @@ int io_main(int argc, char** argv) {
       return usage();
     }
   }
+  if (!o.file.empty() && o.dir.empty()) o.dir = ".";
+  if (o.read_only && o.file.empty()) {
+    std::fprintf(stderr, "ckpt-perf io: --read-only needs --file\n");
+    return usage();
+  }
   if (o.dir.empty() || o.size == 0 || o.depth == 0 || o.block == 0 || o.block % 4096 != 0 ||
       o.size % 4096 != 0) {
     std::fprintf(stderr,
@@ -184,7 +206,9 @@ int io_main(int argc, char** argv) {
     return 1;
   }
   auto& e = *created.value();
-  const std::string path = o.dir + "/ckpt-perf-io." + std::to_string(::getpid()) + ".dat";
+  const std::string path =
+      o.file.empty() ? o.dir + "/ckpt-perf-io." + std::to_string(::getpid()) + ".dat" : o.file;
+  const bool remove_file = !o.keep && !o.read_only;
 
   // Buffers and data: not timed.
   std::vector<aligned_buffer> buffers;
@@ -197,31 +221,43 @@ int io_main(int argc, char** argv) {
 
   auto fail = [&](const std::string& what) {
     std::fprintf(stderr, "ckpt-perf io: %s\n", what.c_str());
-    ::unlink(path.c_str());
+    if (remove_file) ::unlink(path.c_str());
     return 1;
   };
 
   // Write + fsync.
-  auto fw = ckpt::perf::run(e.open(AT_FDCWD, path, O_CREAT | O_TRUNC | O_WRONLY | O_DIRECT, 0644));
-  if (!fw) return fail(fw.error().what());
-  const bool direct = fw.value().direct;
-  phase w{.f = &fw.value(), .size = o.size, .block = o.block, .write = true};
-  double write_s = run_phase(e, w, buffers);
-  auto t0 = std::chrono::steady_clock::now();
-  auto synced = ckpt::perf::run(e.fsync(fw.value()));
-  double fsync_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  (void)ckpt::perf::run(e.close(fw.value()));
-  if (!w.error.empty()) return fail(w.error);
-  if (!synced) return fail(synced.error().what());
+  double write_s = 0;
+  double fsync_s = 0;
+  bool direct = true;
+  if (!o.read_only) {
+    auto fw =
+        ckpt::perf::run(e.open(AT_FDCWD, path, O_CREAT | O_TRUNC | O_WRONLY | O_DIRECT, 0644));
+    if (!fw) return fail(fw.error().what());
+    direct = fw.value().direct;
+    if (o.fallocate) {
+      // Lay the file out first, untimed, as fio does by default (fallocate=native).
+      auto laid = ckpt::perf::run(e.fallocate(fw.value(), 0, 0, o.size));
+      if (!laid) return fail(laid.error().what());
+    }
+    phase w{.f = &fw.value(), .size = o.size, .block = o.block, .write = true};
+    write_s = run_phase(e, w, buffers);
+    auto t0 = std::chrono::steady_clock::now();
+    auto synced = ckpt::perf::run(e.fsync(fw.value()));
+    fsync_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    (void)ckpt::perf::run(e.close(fw.value()));
+    if (!w.error.empty()) return fail(w.error);
+    if (!synced) return fail(synced.error().what());
+  }
 
   // Cold read.
   std::string cache = drop_cache(path, o.drop_caches);
   auto fr = ckpt::perf::run(e.open(AT_FDCWD, path, O_RDONLY | O_DIRECT));
   if (!fr) return fail(fr.error().what());
+  direct = direct && fr.value().direct;
   phase r{.f = &fr.value(), .size = o.size, .block = o.block, .write = false};
   double read_s = run_phase(e, r, buffers);
   (void)ckpt::perf::run(e.close(fr.value()));
-  ::unlink(path.c_str());
+  if (remove_file) ::unlink(path.c_str());
   if (!r.error.empty()) return fail(r.error);
 
   const double wg = gibps(o.size, write_s + fsync_s);
@@ -230,10 +266,10 @@ int io_main(int argc, char** argv) {
     std::printf(
         "{\"backend\":\"%s\",\"bytes\":%llu,\"block\":%llu,\"depth\":%u,\"direct\":%s,"
         "\"write_gibps\":%.4f,\"read_gibps\":%.4f,\"write_s\":%.4f,\"fsync_s\":%.4f,"
-        "\"read_s\":%.4f,\"cache_drop\":\"%s\"}\n",
+        "\"read_s\":%.4f,\"fallocate\":%s,\"cache_drop\":\"%s\"}\n",
         std::string(e.backend_name()).c_str(), static_cast<unsigned long long>(o.size),
         static_cast<unsigned long long>(o.block), o.depth, direct ? "true" : "false", wg, rg,
-        write_s, fsync_s, read_s, cache.c_str());
+        write_s, fsync_s, read_s, o.fallocate ? "true" : "false", cache.c_str());
   } else {
     std::printf(
         "method: sequential %s of %.2f GiB in %llu KiB blocks, %u in flight, O_DIRECT %s,"

@@ -32,7 +32,7 @@ constexpr std::uint64_t max_gap = 256ull << 10;       // unneeded bytes read to 
 
 struct open_checkpoint {
   std::string where;  // the checkpoint path, for messages
-  int dir_fd = -1;
+  io::file dir;       // the checkpoint directory
   format::commit_marker commit;
 };
 
@@ -41,7 +41,7 @@ asio::awaitable<result<std::string>> read_small(io::engine& io, const open_check
                                                 std::string_view name, std::uint64_t expect_size,
                                                 bool check_size, std::uint64_t cap) {
   const std::string label = ck.where + "/" + std::string(name);
-  auto f = co_await io.open(ck.dir_fd, std::string(name), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  auto f = co_await io.open(ck.dir.fd, std::string(name), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (!f) {
     if (f.error() == std::errc::no_such_file_or_directory) {
       co_return fail(errc::corrupt, label + " is missing");
@@ -107,7 +107,7 @@ asio::awaitable<result<open_checkpoint>> open_dir(io::engine& io, const std::fil
     }
     co_return fail(std::move(d).error().with_context("open checkpoint " + ck.where));
   }
-  ck.dir_fd = d.value().fd;
+  ck.dir = d.value();
   auto text = co_await read_small(io, ck, format::commit_file, 0, false, 1 << 20);
   if (!text) {
     (void)co_await io.close(d.value());
@@ -147,7 +147,7 @@ asio::awaitable<result<checkpoint_files>> open_all(io::engine& io, const std::fi
   checkpoint_files cf;
   CKPT_CO_TRY(cf.ck, co_await open_dir(io, p));
   auto fail_close = [&](error e) -> asio::awaitable<result<checkpoint_files>> {
-    (void)co_await io.close(io::file{cf.ck.dir_fd, false, cf.ck.where});
+    (void)co_await io.close(cf.ck.dir);
     co_return fail(std::move(e));
   };
   const auto& cm = cf.ck.commit;
@@ -455,7 +455,7 @@ asio::awaitable<result<void>> read_targets(std::shared_ptr<runtime> rt, const ch
     if (!needed[f]) continue;
     const auto& fe = cf.ix.files[f];
     const std::string label = cf.ck.where + "/" + fe.name;
-    auto of = co_await io.open(cf.ck.dir_fd, fe.name,
+    auto of = co_await io.open(cf.ck.dir.fd, fe.name,
                                O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (opt.direct_io ? O_DIRECT : 0));
     if (!of) {
       status = of.error() == std::errc::no_such_file_or_directory
@@ -486,9 +486,7 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
                                                      load_options opt) {
   auto& io = rt->io();
   CKPT_CO_TRY(checkpoint_files cf, co_await open_all(io, path, true));
-  auto close_dir = [&]() -> asio::awaitable<void> {
-    (void)co_await io.close(io::file{cf.ck.dir_fd, false, cf.ck.where});
-  };
+  auto close_dir = [&]() -> asio::awaitable<void> { (void)co_await io.close(cf.ck.dir); };
   std::vector<target> targets;
   std::unordered_map<std::string, ckpt::array> restored;
   tree shape_tree;  // what to rebuild
@@ -583,7 +581,7 @@ asio::awaitable<result<checkpoint_files>> open_meta(std::shared_ptr<runtime> rt,
                                                     std::filesystem::path path, bool with_index) {
   auto& io = rt->io();
   CKPT_CO_TRY(checkpoint_files cf, co_await open_all(io, path, with_index));
-  (void)co_await io.close(io::file{cf.ck.dir_fd, false, cf.ck.where});
+  (void)co_await io.close(cf.ck.dir);
   co_return cf;
 }
 }  // namespace

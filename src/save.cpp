@@ -23,6 +23,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <limits>
 
 namespace ckpt {
 
@@ -80,11 +81,15 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   std::size_t units_left = 0;
   std::optional<error> failure;
   detail::result_event units_done;
-  int parent_fd = -1;
-  int tmp_fd = -1;
+  io::file parent_dir;  // fd -1 until opened
+  io::file tmp_dir;
   std::string tmp_name;
   std::vector<io::file> data_files;
   std::vector<std::uint64_t> file_ends;
+  // Bytes of each data file already given a size by fallocate: O_DIRECT writes inside the size
+  // run concurrently, extending ones are serialised by ext4. UINT64_MAX: no preallocation.
+  std::vector<std::uint64_t> file_alloc;
+  std::vector<std::unique_ptr<detail::async_budget>> file_grow;  // one grower per file
   std::vector<std::string> created;  // names created inside the temporary directory
   std::unique_ptr<detail::async_budget> encode_slots;
   std::uint64_t slab_bytes = 0;
@@ -101,6 +106,7 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   asio::awaitable<void> run();
   asio::awaitable<result<void>> prepare();
   asio::awaitable<void> capture_and_write();
+  asio::awaitable<void> grow_file(std::size_t f, std::uint64_t end);
   asio::awaitable<void> process_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<result<void>> encode_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<result<void>> commit();
@@ -190,10 +196,10 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
   CKPT_CO_TRY(co_await detail::make_directories(io(), parent));
   CKPT_CO_TRY(io::file pf,
               co_await io().open(AT_FDCWD, parent.string(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  parent_fd = pf.fd;
+  parent_dir = pf;
 
   // An existing checkpoint is replaced only when asked to.
-  auto existing = co_await io().statx(parent_fd, name, AT_SYMLINK_NOFOLLOW);
+  auto existing = co_await io().statx(parent_dir.fd, name, AT_SYMLINK_NOFOLLOW);
   if (existing && !options.overwrite) {
     co_return fail(errc::already_exists,
                    path.string() + " already exists (pass save_options::overwrite to replace it)");
@@ -201,7 +207,7 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
 
   // Preflight: enough free space for the leaves' raw bytes (an upper bound of what we write).
   struct statvfs vfs {};
-  if (::fstatvfs(parent_fd, &vfs) == 0) {
+  if (::fstatvfs(parent_dir.fd, &vfs) == 0) {
     std::uint64_t free_bytes = static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
     std::uint64_t need = stats.logical_bytes + (1u << 20);
     if (!options.compress && free_bytes < need) {
@@ -212,20 +218,22 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
   }
 
   tmp_name = detail::temp_name(name, random_suffix());
-  CKPT_CO_TRYV_CTX(co_await io().mkdir(parent_fd, tmp_name, 0755), "create " + tmp_name);
+  CKPT_CO_TRYV_CTX(co_await io().mkdir(parent_dir.fd, tmp_name, 0755), "create " + tmp_name);
   CKPT_CO_TRY(io::file tf,
-              co_await io().open(parent_fd, tmp_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  tmp_fd = tf.fd;
+              co_await io().open(parent_dir.fd, tmp_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  tmp_dir = tf;
 
   const unsigned nfiles =
       static_cast<unsigned>(std::min<std::size_t>(std::max(1u, options.data_files), units.size()));
   for (unsigned i = 0; i < nfiles; ++i) {
     std::string fname = format::data_file_name(i);
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (options.direct_io ? O_DIRECT : 0);
-    CKPT_CO_TRY(io::file f, co_await io().open(tmp_fd, fname, flags, 0644));
+    CKPT_CO_TRY(io::file f, co_await io().open(tmp_dir.fd, fname, flags, 0644));
     created.push_back(fname);
     data_files.push_back(f);
     file_ends.push_back(0);
+    file_alloc.push_back(f.direct ? 0 : std::numeric_limits<std::uint64_t>::max());
+    file_grow.push_back(std::make_unique<detail::async_budget>(1));
     ix.files.push_back({fname, 0});
   }
   co_return success();
@@ -308,12 +316,33 @@ asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
       ce.file = static_cast<std::uint32_t>(f);
       ce.offset = off + un.rel_offsets[p];
     }
-    auto w = co_await io().write(data_files[f], buf->span(), off);
-    if (!w) fail_with(std::move(w).error().with_context("save " + path.string()));
+    co_await grow_file(f, off + buf->size());
+    if (!failure) {
+      auto w = co_await io().write(data_files[f], buf->span(), off);
+      if (!w) fail_with(std::move(w).error());
+    }
   }
   rti_.buffers.give(std::move(*buf));
   rti_.staging.release(slab);
   if (--units_left == 0) units_done.set(success());
+}
+
+asio::awaitable<void> save_handle::state::grow_file(std::size_t f, std::uint64_t end) {
+  if (end <= file_alloc[f]) co_return;
+  constexpr std::uint64_t step = 64ull << 20;
+  co_await file_grow[f]->acquire(1);
+  while (!failure && end > file_alloc[f]) {
+    const std::uint64_t grow = std::max(step, end - file_alloc[f]);
+    auto g = co_await io().fallocate(data_files[f], 0, file_alloc[f], grow);
+    if (g) {
+      file_alloc[f] += grow;
+    } else if (g.error() == std::errc::operation_not_supported) {
+      file_alloc[f] = std::numeric_limits<std::uint64_t>::max();
+    } else {
+      fail_with(g.error());
+    }
+  }
+  file_grow[f]->release(1);
 }
 
 asio::awaitable<void> save_handle::state::capture_and_write() {
@@ -341,17 +370,17 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   }
   if (units.empty()) units_done.set(success());
   co_await units_done.wait_async();
-  if (cancel_requested && !failure)
-    fail_with(error(errc::cancelled, "save " + path.string() + " cancelled"));
+  if (cancel_requested && !failure) fail_with(error(errc::cancelled, "cancelled"));
 }
 
 asio::awaitable<result<void>> save_handle::state::write_small_file(std::string fname,
                                                                    std::string content) {
   CKPT_CO_TRY(io::file f,
-              co_await io().open(tmp_fd, fname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+              co_await io().open(tmp_dir.fd, fname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   created.push_back(fname);
   auto w = co_await io().write(f, std::as_bytes(std::span(content)), 0);
-  auto s = w ? co_await io().fsync(f) : result<void>(success());
+  result<void> s = success();
+  if (w) s = co_await io().fsync(f);  // (no co_await inside ?: : GCC 12 miscompiles it)
   auto c = co_await io().close(f);
   if (!w) co_return fail(std::move(w).error().with_context("write " + fname));
   if (!s) co_return fail(std::move(s).error().with_context("fsync " + fname));
@@ -361,14 +390,20 @@ asio::awaitable<result<void>> save_handle::state::write_small_file(std::string f
 
 asio::awaitable<result<void>> save_handle::state::commit() {
   auto ex = co_await asio::this_coro::executor;
+  // Preallocated space beyond the data goes, so that each file is exactly its chunks.
+  for (std::size_t f = 0; f < data_files.size(); ++f) {
+    if (file_alloc[f] != std::numeric_limits<std::uint64_t>::max() &&
+        file_alloc[f] > file_ends[f]) {
+      CKPT_CO_TRY(co_await io().ftruncate(data_files[f], file_ends[f]));
+    }
+  }
   // 4. fsync every data file after all its writes completed.
   auto t_fsync = clock_type::now();
   {
     std::vector<asio::awaitable<result<void>>> ops;
     for (auto& f : data_files)
       ops.push_back(io().fsync(f));
-    CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)),
-                     "fsync data files of " + path.string());
+    CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)), "fsync data files");
   }
   for (auto& f : data_files) {
     auto c = co_await io().close(f);
@@ -406,29 +441,27 @@ asio::awaitable<result<void>> save_handle::state::commit() {
     ops.push_back(write_small_file(std::string(format::metadata_file), std::move(meta)));
     if (options.job) ops.push_back(write_small_file(std::string(format::job_file), std::move(job)));
     ops.push_back(write_small_file(std::string(format::index_file), std::move(index_json)));
-    CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)), "save " + path.string());
+    CKPT_CO_TRY(co_await detail::when_all(ex, std::move(ops)));
   }
   // 6. The commit marker, last.
-  CKPT_CO_TRYV_CTX(
-      co_await write_small_file(std::string(format::commit_file), format::encode_commit(cm)),
-      "save " + path.string());
+  CKPT_CO_TRY(
+      co_await write_small_file(std::string(format::commit_file), format::encode_commit(cm)));
   // 7. fsync the temporary directory: its entries are durable.
-  CKPT_CO_TRYV_CTX(co_await io().fsync(io::file{tmp_fd, false, tmp_name}),
-                   "fsync directory " + tmp_name);
-  if (cancel_requested) co_return fail(errc::cancelled, "save " + path.string() + " cancelled");
+  CKPT_CO_TRYV_CTX(co_await io().fsync(tmp_dir), "fsync directory " + tmp_name);
+  if (cancel_requested) co_return fail(errc::cancelled, "cancelled");
 
   // 8. Atomic rename to the final name, then fsync the parent. With overwrite and an existing
   //    target, exchange the two: the old checkpoint stays whole until this instant.
-  auto existing = co_await io().statx(parent_fd, name, AT_SYMLINK_NOFOLLOW);
+  auto existing = co_await io().statx(parent_dir.fd, name, AT_SYMLINK_NOFOLLOW);
   const bool exchange = existing && options.overwrite;
-  CKPT_CO_TRYV_CTX(co_await io().rename(parent_fd, tmp_name, parent_fd, name,
+  CKPT_CO_TRYV_CTX(co_await io().rename(parent_dir.fd, tmp_name, parent_dir.fd, name,
                                         exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE),
                    "rename " + tmp_name + " to " + name);
-  auto synced = co_await io().fsync(io::file{parent_fd, false, parent.string()});
+  auto synced = co_await io().fsync(parent_dir);
   if (!synced) {
     // Not known to be durable: undo the rename so that what is visible matches the failure we
     // report (the temporary name then holds the new files again and cleanup removes them).
-    (void)co_await io().rename(parent_fd, name, parent_fd, tmp_name,
+    (void)co_await io().rename(parent_dir.fd, name, parent_dir.fd, tmp_name,
                                exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE);
     co_return fail(std::move(synced).error().with_context("fsync directory " + parent.string()));
   }
@@ -437,12 +470,18 @@ asio::awaitable<result<void>> save_handle::state::commit() {
     // The old checkpoint now sits under the temporary name: move it to the trash and delete it
     // off the save's path (failures here leave only a trash directory that start-up cleans).
     std::string trash = detail::trash_name(name, random_suffix());
-    if (co_await io().rename(parent_fd, tmp_name, parent_fd, trash, RENAME_NOREPLACE)) {
-      (void)co_await io().fsync(io::file{parent_fd, false, parent.string()});
-      asio::post(rti().pool, [dir = parent / trash] {
+    std::filesystem::path victim = parent / tmp_name;
+    if (co_await io().rename(parent_dir.fd, tmp_name, parent_dir.fd, trash, RENAME_NOREPLACE)) {
+      (void)co_await io().fsync(parent_dir);
+      victim = parent / trash;
+      asio::post(rti().pool, [victim] {
         std::error_code ec;
-        std::filesystem::remove_all(dir, ec);
+        std::filesystem::remove_all(victim, ec);
       });
+    } else {
+      // Rare: no trash name. Remove it here rather than leave a temporary name behind.
+      std::error_code ec;
+      std::filesystem::remove_all(victim, ec);
     }
   }
   std::lock_guard l(stats_mutex);
@@ -456,12 +495,12 @@ asio::awaitable<void> save_handle::state::cleanup() {
     if (f.fd >= 0) (void)co_await io().close(f);
     f.fd = -1;
   }
-  if (tmp_fd >= 0) {
+  if (tmp_dir.fd >= 0) {
     for (const auto& n : created)
-      (void)co_await io().unlink(tmp_fd, n);
+      (void)co_await io().unlink(tmp_dir.fd, n);
   }
-  if (parent_fd >= 0 && !tmp_name.empty()) {
-    (void)co_await io().unlink(parent_fd, tmp_name, AT_REMOVEDIR);
+  if (parent_dir.fd >= 0 && !tmp_name.empty()) {
+    (void)co_await io().unlink(parent_dir.fd, tmp_name, AT_REMOVEDIR);
   }
 }
 
@@ -480,7 +519,7 @@ asio::awaitable<void> save_handle::state::run() {
   plan();
   auto prep = co_await prepare();
   if (!prep) {
-    fail_with(std::move(prep).error().with_context("save " + path.string()));
+    fail_with(std::move(prep).error());
   } else {
     if (capture_left == 0) {
       std::lock_guard l(stats_mutex);
@@ -499,14 +538,18 @@ asio::awaitable<void> save_handle::state::run() {
   }
   bool committed = !failure;
   if (!committed) co_await cleanup();
-  if (tmp_fd >= 0) (void)co_await io().close(io::file{tmp_fd, false, tmp_name});
-  if (parent_fd >= 0) (void)co_await io().close(io::file{parent_fd, false, parent.string()});
+  if (tmp_dir.fd >= 0) (void)co_await io().close(tmp_dir);
+  if (parent_dir.fd >= 0) (void)co_await io().close(parent_dir);
   if (committed) {
     std::lock_guard l(stats_mutex);
     for (auto e : file_ends)
       stats.stored_bytes += e;
   }
-  finish(committed ? result<void>(success()) : result<void>(fail(*failure)));
+  if (committed) {
+    finish(success());
+  } else {
+    finish(fail(std::move(*failure).with_context("save " + path.string())));
+  }
 }
 
 save_handle start_save(std::filesystem::path path, const tree& t, boost::json::object metadata,

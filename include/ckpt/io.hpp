@@ -88,6 +88,9 @@ class engine {
   asio::awaitable<result<void>> fsync(const file& f, bool datasync = false);
   asio::awaitable<result<void>> fallocate(const file& f, int mode, std::uint64_t offset,
                                           std::uint64_t length);
+  /// Sets the file's size (the io_uring backend runs this one call synchronously: liburing 2.3
+  /// has no ftruncate operation).
+  asio::awaitable<result<void>> ftruncate(const file& f, std::uint64_t size);
   asio::awaitable<result<struct statx>> statx(int dirfd, std::string path, int flags = 0,
                                               unsigned mask = STATX_BASIC_STATS);
   asio::awaitable<result<void>> mkdir(int dirfd, std::string path, mode_t mode = 0755);

@@ -30,6 +30,7 @@ enum class op_kind : std::uint8_t {
   fsync,
   fdatasync,
   fallocate,
+  ftruncate,
   statx,
   mkdir,
   rename,
@@ -46,13 +47,13 @@ inline constexpr std::uint64_t max_transfer = std::uint64_t{1} << 30;
 /// One raw request. Every pointer is owned by the submitter and stays valid until `complete`.
 struct request {
   op_kind kind = op_kind::open;
-  int fd = -1;                  ///< close, read, write, fsync, fdatasync, fallocate
+  int fd = -1;                  ///< close, read, write, fsync, fdatasync, fallocate, ftruncate
   int dirfd = AT_FDCWD;         ///< open, statx, mkdir, unlink; rename: the old directory
   int dirfd2 = AT_FDCWD;        ///< rename: the new directory
   const char* path = nullptr;   ///< open, statx, mkdir, unlink; rename: the old path
   const char* path2 = nullptr;  ///< rename: the new path
   void* buffer = nullptr;       ///< read: destination; write: source (never written)
-  std::uint64_t length = 0;     ///< read, write (<= max_transfer), fallocate
+  std::uint64_t length = 0;     ///< read, write (<= max_transfer), fallocate; ftruncate: new size
   std::uint64_t offset = 0;     ///< read, write, fallocate
   /// open: O_* flags; statx: AT_* flags; rename: RENAME_*; unlink: AT_REMOVEDIR;
   /// fallocate: the mode (FALLOC_FL_*).

@@ -66,6 +66,8 @@ std::string_view to_string(op_kind k) noexcept {
       return "fdatasync";
     case op_kind::fallocate:
       return "fallocate";
+    case op_kind::ftruncate:
+      return "ftruncate";
     case op_kind::statx:
       return "statx";
     case op_kind::mkdir:
@@ -303,6 +305,15 @@ asio::awaitable<result<void>> engine::fallocate(const file& f, int mode, std::ui
     co_return fail(
         op_error(res, at_offset("fallocate", f, offset) + " length " + std::to_string(length)));
   }
+  co_return success();
+}
+
+asio::awaitable<result<void>> engine::ftruncate(const file& f, std::uint64_t size) {
+  auto c = impl_->c;
+  request r{.kind = op_kind::ftruncate, .fd = f.fd, .length = size, .file_name = f.name};
+  int res = co_await raw(*c->b, r);
+  if (res < 0)
+    co_return fail(op_error(res, "ftruncate " + file_label(f) + " to " + std::to_string(size)));
   co_return success();
 }
 

@@ -46,6 +46,8 @@ int run_syscall(const request& r) noexcept {
     case op_kind::fallocate:
       return neg_errno(
           ::fallocate(r.fd, r.flags, static_cast<off_t>(r.offset), static_cast<off_t>(r.length)));
+    case op_kind::ftruncate:
+      return neg_errno(::ftruncate(r.fd, static_cast<off_t>(r.length)));
     case op_kind::statx:
       return neg_errno(::statx(r.dirfd, r.path, r.flags, r.mode, r.statx_out));
     case op_kind::mkdir:

@@ -58,6 +58,11 @@ class uring_backend final : public backend {
   std::string_view name() const noexcept override { return "uring"; }
 
   void submit(op* o) noexcept override {
+    if (o->req.kind == op_kind::ftruncate) {
+      // liburing 2.3 has no ftruncate op (kernels add it in 6.9): a metadata call, run inline.
+      o->complete(run_syscall(o->req));
+      return;
+    }
     {
       std::lock_guard lock(mutex_);
       if (!stopping_) {
@@ -191,6 +196,8 @@ class uring_backend final : public backend {
         break;
       case op_kind::fallocate:
         io_uring_prep_fallocate(sqe, r.fd, r.flags, r.offset, r.length);
+        break;
+      case op_kind::ftruncate:  // handled in submit()
         break;
       case op_kind::statx:
         io_uring_prep_statx(sqe, r.dirfd, r.path, r.flags, r.mode, r.statx_out);
