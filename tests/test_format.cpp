@@ -81,10 +81,10 @@ std::vector<std::byte> gaussian_bf16(std::size_t n, std::uint64_t seed) {
 /// f32 table of `rows` x `cols`; 10 % of rows (chosen at random) Gaussian, the rest +0.0.
 std::vector<std::byte> sparse_f32(std::size_t rows, std::size_t cols, std::uint64_t seed) {
   splitmix r{seed};
-  std::vector<float> v(rows * cols, 0.0f);
-  auto g = gaussian(cols, 0.02, seed + 1);
+  auto v = gaussian(rows * cols, 0.02, seed + 1);
   for (std::size_t i = 0; i < rows; ++i) {
-    if (r.next() % 10 == 0) std::memcpy(&v[i * cols], g.data(), cols * 4);
+    if (r.next() % 10 != 0)
+      std::fill_n(v.begin() + static_cast<std::ptrdiff_t>(i * cols), cols, 0.0f);
   }
   return as_byte_vector(v);
 }
