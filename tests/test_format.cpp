@@ -490,6 +490,13 @@ TEST_CASE("index round trip: files, leaves, dict/list/None, unicode and escaped 
     CHECK(static_cast<unsigned char>(ch) >= 0x20);
 }
 
+TEST_CASE("UTF-8 check for keys", "[format]") {
+  CHECK(fmt::is_valid_utf8(""));
+  CHECK(fmt::is_valid_utf8("ключ 🙂 ~/\n"));
+  CHECK_FALSE(fmt::is_valid_utf8("\xff"));
+  CHECK_FALSE(fmt::is_valid_utf8("a\xc3"));  // truncated sequence
+}
+
 TEST_CASE("index edge shapes: empty tree, None root, leaf root", "[format]") {
   for (const tree& t : {tree(), tree::dict(), tree::list(), tree(spec(dtype::f32, {4}))}) {
     auto ix = make_index(t);

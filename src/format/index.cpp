@@ -839,6 +839,10 @@ result<tree> index_parser::build(std::size_t& pos, std::string& path) {
 
 }  // namespace
 
+bool is_valid_utf8(std::string_view s) noexcept {
+  return simdjson::validate_utf8(s.data(), s.size());
+}
+
 std::string data_file_name(std::uint32_t i) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "data-%05u.bin", i);

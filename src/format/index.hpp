@@ -72,8 +72,12 @@ struct parse_limits {
   std::uint64_t max_file_bytes = 1ull << 46;  ///< 64 TiB
 };
 
-/// Serialises an index (compact JSON, deterministic).
+/// Serialises an index (compact JSON, deterministic). Dict keys and file names are written as
+/// given: they must be valid UTF-8 (see is_valid_utf8), or the index will not parse.
 std::string encode_index(const index& ix);
+
+/// True when `s` is valid UTF-8: what a dict key must be to round trip through index.json.
+bool is_valid_utf8(std::string_view s) noexcept;
 
 /// Parses and validates an index. `json` must be followed by `parse_padding` readable bytes.
 /// Validates: format name and major version (a different major is errc::unsupported_version);
