@@ -195,6 +195,7 @@ void shuffle_bytes(std::span<const std::byte> src, std::size_t element_size,
   const std::size_t size = std::min(src.size(), dst.size());
   const std::size_t k = element_size == 0 ? 1 : element_size;
   const std::size_t n = size / k;
+  if (size == 0) return;
   switch (k) {
     case 1:
       std::memcpy(dst.data(), src.data(), size);
@@ -221,6 +222,7 @@ void unshuffle_bytes(std::span<const std::byte> src, std::size_t element_size,
   const std::size_t size = std::min(src.size(), dst.size());
   const std::size_t k = element_size == 0 ? 1 : element_size;
   const std::size_t n = size / k;
+  if (size == 0) return;
   switch (k) {
     case 1:
       std::memcpy(dst.data(), src.data(), size);
