@@ -66,7 +66,7 @@ struct parse_limits {
   std::uint64_t max_leaves = 10'000'000;
   std::uint64_t max_chunks = 50'000'000;
   std::uint32_t max_files = 65'536;
-  std::uint32_t max_depth = 128;
+  std::uint32_t max_depth = 128;  ///< tree nesting; values above 1024 act as 1024 (stack)
   std::uint32_t max_rank = 32;
   std::uint32_t max_key_bytes = 4096;
   std::uint64_t max_file_bytes = 1ull << 46;  ///< 64 TiB
@@ -105,7 +105,8 @@ struct commit_marker {
 };
 
 std::string encode_commit(const commit_marker& m);
-/// Same validation style as parse_index; `json` padded likewise.
+/// Same validation style as parse_index (COMMIT larger than 1 MiB is limit_exceeded); `json`
+/// padded likewise.
 result<commit_marker> parse_commit(std::string_view json);
 
 }  // namespace ckpt::format
