@@ -631,6 +631,9 @@ TEST_CASE("hostile indexes are refused with the right error naming the offender"
        limits_with([](auto& l) { l.max_file_bytes = 1ull << 30; })},
       {"leaves above cap", [] { return base_index; }, errc::limit_exceeded, "more than 2 leaves",
        limits_with([](auto& l) { l.max_leaves = 2; })},
+      {"None nodes above cap", F(R"({"leaf":2},null)", R"({"leaf":2},null,null,null,null)"),
+       errc::limit_exceeded, "None/dict/list nodes",
+       limits_with([](auto& l) { l.max_tree_nodes = 6; })},
       {"files above cap", [] { return base_index; }, errc::limit_exceeded, "more than 1 files",
        limits_with([](auto& l) { l.max_files = 1; })},
       {"chunks above cap", [] { return base_index; }, errc::limit_exceeded, "more than 2 chunks",
@@ -839,11 +842,11 @@ fmt::index small_workload_index() {
   splitmix r{2024};
   tree t = tree::dict();
   for (int g = 0; g < 200; ++g) {
-    char gn[16];
+    char gn[32];
     std::snprintf(gn, sizeof gn, "group_%03d", g);
     tree grp = tree::dict();
     for (int i = 0; i < 100; ++i) {
-      char tn[16];
+      char tn[32];
       std::snprintf(tn, sizeof tn, "t_%02d", i);
       grp.set(tn, spec(dtype::f32, {static_cast<std::int64_t>(1024 + r.next() % 15361)}));
     }

@@ -325,6 +325,14 @@ class index_parser {
   result<void> check_chunks();
   result<tree> build(std::size_t& pos, std::string& path);
   std::string leaf_name(std::size_t i) const;
+  /// None, dict and list nodes are capped like leaves, so memory stays bounded.
+  result<void> count_inner_node() {
+    if (++inner_nodes_ > lim_.max_tree_nodes) {
+      return sink.limit("tree: more than " + std::to_string(lim_.max_tree_nodes) +
+                        " None/dict/list nodes");
+    }
+    return success();
+  }
   void note_unknown(std::string_view key) {
     if (unknown_.empty()) unknown_ = std::string(key.substr(0, 64));
   }
@@ -335,6 +343,7 @@ class index_parser {
   index ix_;
   std::vector<tnode> nodes_;
   std::uint64_t tree_leaves_ = 0;
+  std::uint64_t inner_nodes_ = 0;
   std::uint64_t total_chunks_ = 0;
   std::string unknown_;
 };
@@ -468,6 +477,7 @@ result<void> index_parser::parse_node(od::value v, std::uint32_t depth, std::str
     bool is_null = false;
     CKPT_JSON(v.is_null().get(is_null), "tree", {});
     if (!is_null) return sink.corrupt("tree: malformed null");
+    CKPT_TRY(count_inner_node());
     nodes_.push_back({tree::kind::none, 0, 0, key});
     return success();
   }
@@ -501,6 +511,7 @@ result<void> index_parser::parse_node(od::value v, std::uint32_t depth, std::str
       const bool dict = which == 1;
       od::array a;
       CKPT_JSON(cv.get_array().get(a), dict ? "tree dict" : "tree list", "an array");
+      CKPT_TRY(count_inner_node());
       const std::size_t self = nodes_.size();
       nodes_.push_back({dict ? tree::kind::dict : tree::kind::list, 0, 0, key});
       std::uint32_t children = 0;

@@ -64,6 +64,7 @@ struct index {
 struct parse_limits {
   std::uint64_t max_index_bytes = 1ull << 30;
   std::uint64_t max_leaves = 10'000'000;
+  std::uint64_t max_tree_nodes = 10'000'000;  ///< None, dict and list nodes of the tree
   std::uint64_t max_chunks = 50'000'000;
   std::uint32_t max_files = 65'536;
   std::uint32_t max_depth = 128;  ///< tree nesting; values above 1024 act as 1024 (stack)
