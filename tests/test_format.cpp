@@ -261,7 +261,8 @@ TEST_CASE("encode_chunk declines when the ratio is below min_ratio", "[format]")
 }
 
 TEST_CASE("choose_codec picks raw for incompressible data and LZ4 for compressible", "[format]") {
-  const fmt::codec_policy policy;  // min_ratio 1.10, shuffle on
+  fmt::codec_policy policy;  // shuffle on
+  policy.min_ratio = 1.10;   // low enough for bf16's 1.19 (the default 1.5 stores it raw)
   for (std::size_t bytes : {std::size_t{4 << 20}, std::size_t{32 * 1024}}) {
     INFO(bytes << " bytes");
     auto random = random_vec(bytes, 11);
@@ -277,12 +278,17 @@ TEST_CASE("choose_codec picks raw for incompressible data and LZ4 for compressib
     CHECK((s == fmt::codec::lz4 || s == fmt::codec::shuffle_lz4));
     // bf16 Gaussian: shuffle gets about 1.19, plain LZ4 nothing.
     auto bf = gaussian_bf16(bytes / 2, 14);
-    CHECK(fmt::choose_codec(bf, 2, true, policy) == fmt::codec::shuffle_lz4);
+    // (A chunk under 64 KiB is judged on one 4 KiB sample, where LZ4 finds less: bf16's modest
+    // gain is then not seen. Only the big chunk is expected to pick the shuffle.)
+    if (bytes >= (64 << 10))
+      CHECK(fmt::choose_codec(bf, 2, true, policy) == fmt::codec::shuffle_lz4);
     fmt::codec_policy no_shuffle = policy;
     no_shuffle.shuffle = false;
     CHECK(fmt::choose_codec(bf, 2, true, no_shuffle) == fmt::codec::raw);
     // Not floating: never shuffled.
     CHECK(fmt::choose_codec(bf, 2, false, policy) == fmt::codec::raw);
+    // The default min_ratio (1.5) stores bf16 raw: a 1.19 ratio costs more than it saves.
+    CHECK(fmt::choose_codec(bf, 2, true, fmt::codec_policy{}) == fmt::codec::raw);
   }
   fmt::codec_policy off;
   off.compress = false;

@@ -271,15 +271,19 @@ codec choose_codec(std::span<const std::byte> src, std::size_t element_size, boo
 
   constexpr std::size_t window = 16 * 1024;
   constexpr std::size_t windows = 4;
-  constexpr std::size_t whole_below = 64 * 1024;
+  constexpr std::size_t small_window = 4 * 1024;
 
-  // The sample: the whole chunk when small, else `windows` windows spread evenly (first at the
-  // start, last at the end), each starting at an element boundary. window % k == 0 for k in
-  // {1, 2, 4, 8}; for other sizes the windows are trimmed to whole elements.
+  // The sample: `windows` windows spread evenly (first at the start, last at the end), each
+  // starting at an element boundary; one 4 KiB window from the middle of a chunk under 64 KiB
+  // (a small leaf: sampling it whole would cost more than encoding it). The decision only
+  // chooses what to try: encode_chunk still stores raw whatever does not pay in full.
   std::array<std::span<const std::byte>, windows> parts;
   std::size_t nparts = 0;
-  if (src.size() < whole_below) {
-    parts[nparts++] = src;
+  if (src.size() < windows * window) {
+    const std::size_t w =
+        std::min(src.size(), small_window / k * k == 0 ? k : small_window / k * k);
+    std::size_t off = (src.size() - w) / 2 / k * k;
+    parts[nparts++] = src.subspan(off, std::min(w, src.size() - off));
   } else {
     const std::size_t w = window / k * k;
     const std::size_t span_end = src.size() - w;
