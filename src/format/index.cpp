@@ -817,6 +817,7 @@ result<tree> index_parser::build(std::size_t& pos, std::string& path) {
     }
     case tree::kind::dict: {
       tree t = tree::dict();
+      t.reserve(n.children);
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
         const std::string_view key = nodes_[pos].key;
@@ -834,6 +835,7 @@ result<tree> index_parser::build(std::size_t& pos, std::string& path) {
     }
     case tree::kind::list: {
       tree t = tree::list();
+      t.reserve(n.children);
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
         if (len != 0) path += '/';
