@@ -97,6 +97,12 @@ std::optional<std::string> read_small(int dir_fd, const std::string& name,
   return text;
 }
 
+// A format parser's message without its leading "<file>: " (the problem names the file).
+std::string without_prefix(const std::string& file, std::string m) {
+  if (m.rfind(file + ": ", 0) == 0) m.erase(0, file.size() + 2);
+  return m;
+}
+
 bool check_sum(const std::string& name, const std::string& text, std::uint64_t want,
                std::vector<verify_problem>& problems) {
   std::uint64_t got = format::checksum(std::as_bytes(std::span(text)));
@@ -152,7 +158,8 @@ result<checkpoint_files> read_checkpoint_files(const std::filesystem::path& dir)
   if (!commit_text) return cf;
   auto cm = format::parse_commit(*commit_text);
   if (!cm) {
-    problems.push_back({commit_name, {}, -1, -1, cm.error().message()});
+    problems.push_back(
+        {commit_name, {}, -1, -1, without_prefix(commit_name, cm.error().message())});
     return cf;
   }
   cf.commit = cm.value();
@@ -172,7 +179,8 @@ result<checkpoint_files> read_checkpoint_files(const std::filesystem::path& dir)
                                limits.max_index_bytes, problems)) {
     auto ix = format::parse_index(*text, limits);
     if (!ix) {
-      problems.push_back({std::string(format::index_file), {}, -1, -1, ix.error().message()});
+      const std::string name(format::index_file);
+      problems.push_back({name, {}, -1, -1, without_prefix(name, ix.error().message())});
     } else {
       cf.index = std::move(ix.value());
       std::uint64_t logical = 0, stored = 0;

@@ -56,6 +56,8 @@ JSON output (keys in this order; sizes in bytes, times in ns since the Unix epoc
            "changed": [{"path", "dtype": [a, b]|null, "shape": [a, b]|null, "data": bool,
            "chunks_differing": int|null}], "unchanged": n,
            "metadata": [{"key", "a": value|null, "b": value|null}], "job": [same]}
+          show's "ratio" is logical bytes / chunk bytes stored (compression); "stored_bytes"
+          is the data files' size (with alignment padding).
           metadata/job keys are dotted paths into the objects ("config.lr"); a missing side
           is null.
 )";

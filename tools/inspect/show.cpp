@@ -77,7 +77,7 @@ totals outline(const tree& t, const std::string& label, int depth, const format:
       const bool dict = t.is_dict();
       const std::size_t row =
           out.add({name, dim(dict ? "dict" : "list"),
-                   dim(std::to_string(t.size()) + (dict ? " keys" : " items"))});
+                   dim(std::to_string(t.size()) + (dict ? " key" : " item") + (t.size() == 1 ? "" : "s"))});
       totals sum;
       if (dict) {
         for (const auto& [k, v] : t.items()) {

@@ -116,7 +116,7 @@ int verify_main(const args& a) {
   if (rep.ok()) {
     std::printf(
         "%s: %s, %llu leaves, %llu chunks in %llu data file%s checked; logical %s, "
-        "stored %s; %.2f s, %.2f GiB/s\n",
+        "data files %s; %.2f s, %.2f GiB/s\n",
         path.c_str(), green("OK").c_str(), static_cast<unsigned long long>(rep.leaves),
         static_cast<unsigned long long>(rep.chunks), static_cast<unsigned long long>(rep.files),
         rep.files == 1 ? "" : "s", human_bytes(rep.logical_bytes).c_str(),
