@@ -38,7 +38,8 @@ struct verify_options {
   std::function<void(const verify_progress&)> progress;
   /// Read data files with O_DIRECT where the file system allows it (no page cache pollution).
   bool direct_io = true;
-  /// Bytes of read buffers in flight at once (several extents of up to 8 MiB each).
+  /// Bytes of read buffers in flight at once (extents of up to 8 MiB each, 32 of them by
+  /// default: enough to keep the disk busy, little enough to fault in quickly).
   std::uint64_t max_in_flight_bytes = 256ull << 20;
   /// The runtime to run on; null means runtime::global().
   std::shared_ptr<ckpt::runtime> runtime;
