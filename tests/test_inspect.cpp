@@ -438,7 +438,7 @@ TEST_CASE("inspect: diff", "[inspect]") {
   CHECK(r.rc == 0);
   CHECK(
       r.out ==
-      R"({"a":"a","b":"same","same":true,"added":[],"removed":[],"changed":[],"unchanged":5,"metadata":[],"job":[]})"
+      R"({"a":"a","b":"same","same":true,"added":[],"removed":[],"changed":[],"unchanged":5,"tree_same":true,"metadata":[],"job":[]})"
       "\n");
   r = inspect("diff a b", d.path());
   CHECK(r.rc == 1);
@@ -453,7 +453,7 @@ TEST_CASE("inspect: diff", "[inspect]") {
   CHECK(r.rc == 1);
   CHECK(
       r.out ==
-      R"({"a":"a","b":"b","same":false,"added":[],"removed":[],"changed":[{"path":"params/w","dtype":null,"shape":null,"data":true,"chunks_differing":2}],"unchanged":4,"metadata":[{"key":"step","a":7,"b":8}],"job":[]})"
+      R"({"a":"a","b":"b","same":false,"added":[],"removed":[],"changed":[{"path":"params/w","dtype":null,"shape":null,"data":true,"chunks_differing":2}],"unchanged":4,"tree_same":true,"metadata":[{"key":"step","a":7,"b":8}],"job":[]})"
       "\n");
   // A tree with a leaf added, one removed and one retyped.
   auto t = fixture_tree();
@@ -474,7 +474,7 @@ TEST_CASE("inspect: diff", "[inspect]") {
   CHECK(r.rc == 1);
   CHECK(
       r.out ==
-      R"({"a":"a","b":"c","same":false,"added":[{"path":"params/extra","dtype":"u8","shape":[5]}],"removed":[],"changed":[{"path":"params/b","dtype":["bf16","f32"],"shape":null,"data":true,"chunks_differing":null},{"path":"step","dtype":null,"shape":[[],[2]],"data":true,"chunks_differing":null}],"unchanged":3,"metadata":[],"job":[]})"
+      R"({"a":"a","b":"c","same":false,"added":[{"path":"params/extra","dtype":"u8","shape":[5]}],"removed":[],"changed":[{"path":"params/b","dtype":["bf16","f32"],"shape":null,"data":true,"chunks_differing":null},{"path":"step","dtype":null,"shape":[[],[2]],"data":true,"chunks_differing":null}],"unchanged":3,"tree_same":false,"metadata":[],"job":[]})"
       "\n");
   // Same data, different chunking: compared byte for byte, not by checksums.
   auto o = fixture_options();

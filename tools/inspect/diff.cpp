@@ -142,8 +142,10 @@ int diff_main(const args& a) {
   }
   const auto meta = diff_json(&ca.metadata, &cb.metadata);
   const auto job = diff_json(ca.job ? &*ca.job : nullptr, cb.job ? &*cb.job : nullptr);
+  // Leaves aside, trees can differ in None nodes and empty dicts/lists.
+  const bool tree_same = ca.index.structure.same_structure(cb.index.structure);
   const bool same = added.empty() && removed.empty() && changed.empty() && meta.empty() &&
-                    job.empty() && ca.index.structure.same_structure(cb.index.structure);
+                    job.empty() && tree_same;
 
   if (a.json) {
     auto leaf_list = [](const std::vector<const format::leaf_entry*>& v) {
@@ -189,6 +191,7 @@ int diff_main(const args& a) {
                                    {"removed", leaf_list(removed)},
                                    {"changed", std::move(ch)},
                                    {"unchanged", unchanged},
+                                   {"tree_same", tree_same},
                                    {"metadata", values(meta)},
                                    {"job", values(job)}});
     return same ? exit_ok : exit_fail;
@@ -240,6 +243,9 @@ int diff_main(const args& a) {
     }
     t.print(stdout, "  ");
   };
+  if (!tree_same && added.empty() && removed.empty() && changed.empty()) {
+    std::printf("  the trees differ in None nodes or empty dicts/lists\n");
+  }
   print_values("METADATA", meta);
   print_values("JOB", job);
   std::printf("%zu added, %zu removed, %zu changed, %llu unchanged leaves\n", added.size(),

@@ -54,7 +54,7 @@ JSON output (keys in this order; sizes in bytes, times in ns since the Unix epoc
            "leaf": string|null, "chunk": int|null, "offset": int|null, "message"}]}
   diff:   {"a", "b", "same", "added": [{"path", "dtype", "shape"}], "removed": [same],
            "changed": [{"path", "dtype": [a, b]|null, "shape": [a, b]|null, "data": bool,
-           "chunks_differing": int|null}], "unchanged": n,
+           "chunks_differing": int|null}], "unchanged": n, "tree_same": bool,
            "metadata": [{"key", "a": value|null, "b": value|null}], "job": [same]}
           show's "ratio" is logical bytes / chunk bytes stored (compression); "stored_bytes"
           is the data files' size (with alignment padding).

@@ -75,9 +75,9 @@ totals outline(const tree& t, const std::string& label, int depth, const format:
     case tree::kind::dict:
     case tree::kind::list: {
       const bool dict = t.is_dict();
-      const std::size_t row =
-          out.add({name, dim(dict ? "dict" : "list"),
-                   dim(std::to_string(t.size()) + (dict ? " key" : " item") + (t.size() == 1 ? "" : "s"))});
+      const std::size_t row = out.add(
+          {name, dim(dict ? "dict" : "list"),
+           dim(std::to_string(t.size()) + (dict ? " key" : " item") + (t.size() == 1 ? "" : "s"))});
       totals sum;
       if (dict) {
         for (const auto& [k, v] : t.items()) {
