@@ -39,7 +39,8 @@ void fill_gaussian(float* out, std::size_t n, float sd, std::uint64_t seed) {
       }
     });
   }
-  for (auto& t : ts) t.join();
+  for (auto& t : ts)
+    t.join();
 }
 
 array f32_leaf(ckpt::shape s, float sd, std::uint64_t seed, bool squared = false) {
@@ -48,7 +49,8 @@ array f32_leaf(ckpt::shape s, float sd, std::uint64_t seed, bool squared = false
   float* p = reinterpret_cast<float*>(b.data());
   fill_gaussian(p, bytes / 4, sd, seed);
   if (squared) {
-    for (std::size_t i = 0; i < bytes / 4; ++i) p[i] *= p[i];
+    for (std::size_t i = 0; i < bytes / 4; ++i)
+      p[i] *= p[i];
   }
   return array::adopt(dtype::f32, std::move(s), std::move(b)).value();
 }
@@ -66,7 +68,8 @@ array bf16_leaf(ckpt::shape s, float sd, std::uint64_t seed) {
   aligned_buffer b(n * 2);
   auto* dst = reinterpret_cast<std::uint16_t*>(b.data());
   auto src = f.as<float>();
-  for (std::uint64_t i = 0; i < n; ++i) dst[i] = to_bf16(src[i]);
+  for (std::uint64_t i = 0; i < n; ++i)
+    dst[i] = to_bf16(src[i]);
   return array::adopt(dtype::bf16, std::move(s), std::move(b)).value();
 }
 
@@ -76,14 +79,15 @@ tree model_params(Leaf&& leaf) {
   for (int l = 0; l < 24; ++l) {
     char name[16];
     std::snprintf(name, sizeof name, "layer_%02d", l);
-    layers.set(name, tree::dict({{"attn", tree::dict({{"wq", leaf({640, 640})},
-                                                      {"wk", leaf({640, 640})},
-                                                      {"wv", leaf({640, 640})},
-                                                      {"wo", leaf({640, 640})}})},
-                                 {"mlp", tree::dict({{"w_in", leaf({640, 2560})},
-                                                     {"w_out", leaf({2560, 640})}})},
-                                 {"ln1", tree::dict({{"scale", leaf({640})}})},
-                                 {"ln2", tree::dict({{"scale", leaf({640})}})}}));
+    layers.set(
+        name, tree::dict(
+                  {{"attn", tree::dict({{"wq", leaf({640, 640})},
+                                        {"wk", leaf({640, 640})},
+                                        {"wv", leaf({640, 640})},
+                                        {"wo", leaf({640, 640})}})},
+                   {"mlp", tree::dict({{"w_in", leaf({640, 2560})}, {"w_out", leaf({2560, 640})}})},
+                   {"ln1", tree::dict({{"scale", leaf({640})}})},
+                   {"ln2", tree::dict({{"scale", leaf({640})}})}}));
   }
   return tree::dict({{"embed", tree::dict({{"tokens", leaf({24576, 640})}})},
                      {"layers", std::move(layers)},
