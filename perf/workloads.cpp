@@ -1,6 +1,8 @@
 #include "workloads.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -161,6 +163,36 @@ result<tree> make_workload(std::string_view name, std::uint64_t seed) {
   }
   return fail(errc::invalid_argument,
               "unknown workload \"" + std::string(name) + "\" (dense, sparse, small, bf16)");
+}
+
+aligned_buffer gaussian_f32(std::uint64_t bytes, std::uint64_t seed) {
+  aligned_buffer b(bytes);
+  fill_gaussian(reinterpret_cast<float*>(b.data()), bytes / 4, 0.02f, seed);
+  return b;
+}
+
+tree gaussian_tree(const aligned_buffer& pool, std::uint64_t total_bytes, std::uint64_t leaves) {
+  const std::uint64_t elems = total_bytes / 4;
+  leaves = std::clamp<std::uint64_t>(leaves, 1, elems);
+  const std::uint64_t per = elems / leaves;
+  tree root = tree::dict();
+  tree group = tree::dict();
+  std::uint64_t off = 0;
+  for (std::uint64_t i = 0; i < leaves; ++i) {
+    const std::uint64_t n = i + 1 == leaves ? elems - off : per;
+    std::span<const std::byte> bytes(pool.data() + off * 4, n * 4);
+    char name[24];
+    std::snprintf(name, sizeof name, "t_%03llu", static_cast<unsigned long long>(i % 1000));
+    group.set(name, array::borrow(dtype::f32, {static_cast<std::int64_t>(n)}, bytes).value());
+    off += n;
+    if (i % 1000 == 999 || i + 1 == leaves) {
+      char gname[24];
+      std::snprintf(gname, sizeof gname, "g_%03llu", static_cast<unsigned long long>(i / 1000));
+      root.set(gname, std::move(group));
+      group = tree::dict();
+    }
+  }
+  return root;
 }
 
 void prefault(std::uint64_t bytes) {
