@@ -15,12 +15,14 @@
 #include "perf.hpp"
 #include "workloads.hpp"
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 
 namespace {
@@ -50,7 +52,9 @@ bool gnuplot_has_pngcairo() {
 /// Writes <base>.dat and <base>.gp and runs gnuplot for <base>.svg (and .png); returns a note.
 std::string chart(const fs::path& base, const boost::json::array& saves,
                   const boost::json::array& loads, const boost::json::array& trains,
-                  const std::string& title) {
+                  std::string title) {
+  for (auto& ch : title)
+    if (ch == '"' || ch == '\'' || ch == '\\') ch = ' ';
   std::ofstream dat(base.string() + ".dat");
   // Block 0-3: save, raw write, load, raw read bars: x value.
   const double off[4] = {-0.3, -0.1, 0.1, 0.3};
@@ -105,8 +109,18 @@ std::string chart(const fs::path& base, const boost::json::array& saves,
      << "set title 'Checkpoint stall of the training loop vs a memcpy of the tree'\n"
      << "set ylabel 'ms (log scale)'\nset logscale y\nset yrange [0.5:*]\nset boxwidth 0.24\n"
      << "set offsets 0,0,0,0\nset xrange [-0.6:" << trains.size() - 0.4 << "]\n"
-     << "set xtics (" << xt2 << ")\n"
-     << "plot '" << d << "' index 4 with boxes lc rgb '#2ca02c' title 'stall (median)', "
+     << "set xtics (" << xt2 << ")\n";
+  // The targets: 1.2 x memcpy for borrowed leaves, 2 ms for shared ones.
+  for (std::size_t i = 0; i < trains.size(); ++i) {
+    const auto& t = trains[i].as_object();
+    const bool borrowed = t.at("leaf_mode").as_string() == "borrowed";
+    const double y = borrowed ? 1.2 * num(t, "memcpy_ms") : 2.0;
+    gp << "set arrow from " << i - 0.45 << "," << y << " to " << i + 0.45 << "," << y
+       << " nohead lw 2 dt 2 lc rgb '#d62728' front\n"
+       << "set label '" << (borrowed ? "target 1.2 x memcpy" : "target 2 ms") << "' at " << i - 0.44
+       << "," << y * 1.35 << " font ',10' tc rgb '#d62728' front\n";
+  }
+  gp << "plot '" << d << "' index 4 with boxes lc rgb '#2ca02c' title 'stall (median)', "
      << "'' index 5 with boxes lc rgb '#98df8a' title 'stall (max)', "
      << "'' index 6 with boxes lc rgb '#7f7f7f' title 'memcpy of the tree (1 thread)', "
      << "for [i=4:6] '' index i using 1:2:(sprintf('%.1f',$2)) with labels offset 0,0.7 "
@@ -128,6 +142,7 @@ std::string chart(const fs::path& base, const boost::json::array& saves,
 
 int report_main(int argc, char** argv) {
   std::string dir, out = "perf/results";
+  std::string replot;  // an existing <date>.json: redraw its chart only
   bool quick = false;
   int runs = 0;
   for (int i = 1; i < argc; ++i) {
@@ -138,6 +153,8 @@ int report_main(int argc, char** argv) {
       out = argv[++i];
     } else if (a == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--replot" && i + 1 < argc) {
+      replot = argv[++i];
     } else if (a == "--quick") {
       quick = true;
     } else {
@@ -145,9 +162,28 @@ int report_main(int argc, char** argv) {
       break;
     }
   }
+  if (!replot.empty()) {
+    std::ifstream f(replot);
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    boost::json::error_code ec;
+    auto v = boost::json::parse(text, ec);
+    if (ec || !v.is_object()) {
+      std::fprintf(stderr, "ckpt-perf report: %s: not a report JSON\n", replot.c_str());
+      return 1;
+    }
+    const auto& r = v.as_object();
+    fs::path base = fs::path(replot).replace_extension();
+    std::string title = "ckpt-perf " + std::string(r.at("date").as_string()) + " - " +
+                        std::string(r.at("machine_line").as_string());
+    std::printf("%s\n", chart(base, r.at("save").as_array(), r.at("load").as_array(),
+                              r.at("train").as_array(), title)
+                            .c_str());
+    return 0;
+  }
   if (dir.empty()) {
     std::fprintf(stderr,
-                 "usage: ckpt-perf report --dir DIR [--quick] [--runs N] [--out perf/results]\n");
+                 "usage: ckpt-perf report --dir DIR [--quick] [--runs N] [--out perf/results]\n"
+                 "       ckpt-perf report --replot perf/results/<date>.json\n");
     return 2;
   }
   if (runs == 0) runs = quick ? 1 : 3;
@@ -207,6 +243,7 @@ int report_main(int argc, char** argv) {
       {"quick", quick},
       {"runs", runs},
       {"machine", ckpt::perf::machine_facts(dir)},
+      {"machine_line", machine},
       {"load_average_1m", {{"before", load_before}, {"after", ckpt::perf::load_average()}}},
       {"method",
        "save: durable save_blocking of owned leaves after a 2x pre-fault, call -> commit; "
@@ -220,9 +257,7 @@ int report_main(int argc, char** argv) {
     std::ofstream f(base.string() + ".json");
     f << boost::json::serialize(report) << "\n";
   }
-  std::string title = "ckpt-perf " + date + " - " + machine;
-  for (auto& ch : title)
-    if (ch == '"' || ch == '\'') ch = ' ';
+  const std::string title = "ckpt-perf " + date + " - " + machine;
   std::string note = chart(base, saves, loads, trains, title);
   std::printf("report: %s.json; %s\n", base.string().c_str(), note.c_str());
   return 0;
