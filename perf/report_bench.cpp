@@ -104,11 +104,11 @@ std::string chart(const fs::path& base, const boost::json::array& saves,
      << "'' index 1 with boxes lc rgb '#aec7e8' title 'raw write', "
      << "'' index 2 with boxes lc rgb '#d62728' title 'load', "
      << "'' index 3 with boxes lc rgb '#ff9896' title 'raw read', "
-     << "for [i=0:3] '' index i using 1:2:(sprintf('%.2f',$2)) with labels offset 0,0.7 "
-        "font ',10' notitle\n"
+     << "for [i=0:3] '' index i using 1:2:(sprintf('%.2f',$2)) with labels offset 0,0.6 "
+        "font ',9' notitle\n"
      << "set title 'Checkpoint stall of the training loop vs a memcpy of the tree'\n"
      << "set ylabel 'ms (log scale)'\nset logscale y\nset yrange [0.5:*]\nset boxwidth 0.24\n"
-     << "set offsets 0,0,0,0\nset xrange [-0.6:" << trains.size() - 0.4 << "]\n"
+     << "set offsets 0,0,graph 0.08,0\nset xrange [-0.6:" << trains.size() - 0.4 << "]\n"
      << "set xtics (" << xt2 << ")\n";
   // The targets: 1.2 x memcpy for borrowed leaves, 2 ms for shared ones.
   for (std::size_t i = 0; i < trains.size(); ++i) {
@@ -123,8 +123,8 @@ std::string chart(const fs::path& base, const boost::json::array& saves,
   gp << "plot '" << d << "' index 4 with boxes lc rgb '#2ca02c' title 'stall (median)', "
      << "'' index 5 with boxes lc rgb '#98df8a' title 'stall (max)', "
      << "'' index 6 with boxes lc rgb '#7f7f7f' title 'memcpy of the tree (1 thread)', "
-     << "for [i=4:6] '' index i using 1:2:(sprintf('%.1f',$2)) with labels offset 0,0.7 "
-        "font ',10' notitle\n"
+     << "for [i=4:6] '' index i using 1:2:(sprintf('%.1f',$2)) with labels offset 0,0.6 "
+        "font ',9' notitle\n"
      << "unset multiplot\n";
   gp.close();
   if (!have_gnuplot()) return "gnuplot not installed: chart not drawn (data in .dat/.gp)";
@@ -173,8 +173,9 @@ int report_main(int argc, char** argv) {
     }
     const auto& r = v.as_object();
     fs::path base = fs::path(replot).replace_extension();
-    std::string title = "ckpt-perf " + std::string(r.at("date").as_string()) + " - " +
-                        std::string(r.at("machine_line").as_string());
+    std::string title = r.contains("chart_title")
+                            ? std::string(r.at("chart_title").as_string())
+                            : "ckpt-perf " + std::string(r.at("date").as_string());
     std::printf("%s\n", chart(base, r.at("save").as_array(), r.at("load").as_array(),
                               r.at("train").as_array(), title)
                             .c_str());
@@ -253,11 +254,15 @@ int report_main(int argc, char** argv) {
       {"save", saves},
       {"load", loads},
       {"train", trains}};
+  char loads_note[96];
+  std::snprintf(loads_note, sizeof loads_note, "; median of %d run(s); load avg %.1f -> %.1f", runs,
+                load_before, ckpt::perf::load_average());
+  const std::string title = "ckpt-perf " + date + " - " + machine + loads_note;
+  report["chart_title"] = title;
   {
     std::ofstream f(base.string() + ".json");
     f << boost::json::serialize(report) << "\n";
   }
-  const std::string title = "ckpt-perf " + date + " - " + machine;
   std::string note = chart(base, saves, loads, trains, title);
   std::printf("report: %s.json; %s\n", base.string().c_str(), note.c_str());
   return 0;
