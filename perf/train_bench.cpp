@@ -32,6 +32,8 @@
 
 #include <boost/json/serialize.hpp>
 
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -50,6 +52,13 @@ using clock_type = std::chrono::steady_clock;
 
 double ms_since(clock_type::time_point t0) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+/// CPU time of a clock (CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID) in ms.
+double cpu_ms(clockid_t id) {
+  timespec ts{};
+  ::clock_gettime(id, &ts);
+  return double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) * 1e-6;
 }
 
 /// The f32 elements of one copy of the state, as spans, walked by a cursor.
@@ -108,10 +117,11 @@ std::uint64_t calibrate(const f32_state& s, double step_ms) {
 }
 
 /// One single-threaded memcpy of every leaf into `dst` (pre-faulted); milliseconds.
-/// Median of three.
-double memcpy_ms(const std::vector<array>& leaves, aligned_buffer& dst) {
-  std::vector<double> reps;
+/// Median of three; `cpu` gets the median thread CPU time (immune to preemption).
+double memcpy_ms(const std::vector<array>& leaves, aligned_buffer& dst, double* cpu) {
+  std::vector<double> reps, cpus;
   for (int r = 0; r < 3; ++r) {
+    const double c0 = cpu_ms(CLOCK_THREAD_CPUTIME_ID);
     auto t0 = clock_type::now();
     std::uint64_t off = 0;
     for (const auto& a : leaves) {
@@ -120,7 +130,9 @@ double memcpy_ms(const std::vector<array>& leaves, aligned_buffer& dst) {
       off += b.size();
     }
     reps.push_back(ms_since(t0));
+    cpus.push_back(cpu_ms(CLOCK_THREAD_CPUTIME_ID) - c0);
   }
+  *cpu = summarize(cpus).median;
   return summarize(reps).median;
 }
 
@@ -129,6 +141,7 @@ struct loop_result {
   std::vector<double> step_ms;
   std::vector<bool> in_flight;
   std::vector<double> stall_ms;
+  std::vector<double> stall_cpu_ms;  // process CPU time during the stall (the loop is blocked)
   std::vector<double> commit_wait_ms;
   std::vector<save_stats> stats;
   double final_wait_ms = 0;
@@ -186,12 +199,14 @@ result<loop_result> run_loop(const train_config& c, const tree& structure,
     pending_path = fs::path(c.dir) / ("step_" + std::to_string(i));
     std::error_code ec;
     fs::remove_all(pending_path, ec);
+    const double c0 = cpu_ms(CLOCK_PROCESS_CPUTIME_ID);
     auto t_save = clock_type::now();
     save_options so;
     so.runtime = rt;
     pending = start_save(pending_path, view, {{"step", i}}, std::move(so));
     auto st = pending->wait_staged();
     out.stall_ms.push_back(ms_since(t_save));
+    out.stall_cpu_ms.push_back(cpu_ms(CLOCK_PROCESS_CPUTIME_ID) - c0);
     if (!st) return fail(std::move(st).error());
   }
   auto t_end = clock_type::now();
@@ -245,11 +260,13 @@ result<boost::json::object> bench_train(const train_config& c, tree& t) {
   aligned_buffer copy_dst(bytes);
   std::memset(copy_dst.data(), 0, copy_dst.size());
 
-  std::vector<double> stalls, memcpys, inflation, overhead, overhead_steady, inflight_ms, quiet_ms,
-      base_ms, wall_with, wall_without, commit_waits;
+  std::vector<double> stalls, stall_cpus, memcpy_cpus, memcpys, inflation, overhead,
+      overhead_steady, inflight_ms, quiet_ms, base_ms, wall_with, wall_without, commit_waits;
   std::vector<save_stats> all_stats;
   for (int r = 0; r < c.runs; ++r) {
-    memcpys.push_back(memcpy_ms(copies[0], copy_dst));
+    double mcpu = 0;
+    memcpys.push_back(memcpy_ms(copies[0], copy_dst, &mcpu));
+    memcpy_cpus.push_back(mcpu);
     prefault(2 * bytes);
     auto base = run_loop(c, structure, copies, per_step, rt.value(), false);
     if (!base) return fail(std::move(base).error());
@@ -258,6 +275,7 @@ result<boost::json::object> bench_train(const train_config& c, tree& t) {
     if (!with) return fail(std::move(with).error());
     const auto& w = with.value();
     stalls.insert(stalls.end(), w.stall_ms.begin(), w.stall_ms.end());
+    stall_cpus.insert(stall_cpus.end(), w.stall_cpu_ms.begin(), w.stall_cpu_ms.end());
     commit_waits.insert(commit_waits.end(), w.commit_wait_ms.begin(), w.commit_wait_ms.end());
     all_stats.insert(all_stats.end(), w.stats.begin(), w.stats.end());
     std::vector<double> fl, qu;
@@ -316,6 +334,11 @@ result<boost::json::object> bench_train(const train_config& c, tree& t) {
       {"memcpy_ms", mc.median},
       {"memcpy_ms_spread", to_json(mc)},
       {"stall_over_memcpy", mc.median > 0 ? stall.median / mc.median : 0.0},
+      // Contention-proof view: CPU time the process spent during the stall (the loop thread is
+      // blocked, so it is the capture's), and the thread CPU time of the memcpy.
+      {"stall_cpu_ms_median", summarize(stall_cpus).median},
+      {"memcpy_cpu_ms", summarize(memcpy_cpus).median},
+      {"stall_cpu_over_threads_ms", summarize(stall_cpus).median / cpu_threads},
       {"step_inflation", summarize(inflation).median},
       {"step_inflation_spread", to_json(summarize(inflation))},
       {"step_ms_in_flight", summarize(inflight_ms).median},
@@ -376,6 +399,11 @@ void print_train(const boost::json::object& j) {
       num(j, "stall_ms_median"), num(j, "stall_ms_max"),
       describe(spread_of(j, "memcpy_ms_spread"), "%.1f").c_str(), num(j, "stall_over_memcpy"),
       j.at("target").as_string().c_str(), j.at("target_met").as_bool() ? "met" : "NOT met");
+  std::printf(
+      "  CPU      capture %.1f CPU-ms per checkpoint (%.1f ms over %d thread(s) if they had "
+      "the cores), memcpy %.1f CPU-ms\n",
+      num(j, "stall_cpu_ms_median"), num(j, "stall_cpu_over_threads_ms"),
+      static_cast<int>(num(j, "cpu_threads")), num(j, "memcpy_cpu_ms"));
   std::printf(
       "  steps    %.1f ms in flight, %.1f ms otherwise, %.1f ms baseline   inflation %s "
       "(target <= 1.10: %s)\n",
