@@ -66,10 +66,11 @@ std::string chart(const fs::path& base, const boost::json::array& saves,
       dat << i + off[k] << " " << num(src[i].as_object(), keys[k]) << "\n";
     dat << "\n\n";
   }
-  // Block 4-6: stall median, stall max, memcpy per leaf mode.
-  const double off2[3] = {-0.25, 0.0, 0.25};
-  const char* keys2[3] = {"stall_ms_median", "stall_ms_max", "memcpy_ms"};
-  for (int k = 0; k < 3; ++k) {
+  // Block 4-7: stall median, stall max, capture CPU / threads, memcpy per leaf mode.
+  const double off2[4] = {-0.3, -0.1, 0.1, 0.3};
+  const char* keys2[4] = {"stall_ms_median", "stall_ms_max", "stall_cpu_over_threads_ms",
+                          "memcpy_ms"};
+  for (int k = 0; k < 4; ++k) {
     dat << "# " << keys2[k] << "\n";
     for (std::size_t i = 0; i < trains.size(); ++i)
       dat << i + off2[k] << " " << num(trains[i].as_object(), keys2[k]) << "\n";
@@ -107,7 +108,7 @@ std::string chart(const fs::path& base, const boost::json::array& saves,
      << "for [i=0:3] '' index i using 1:2:(sprintf('%.2f',$2)) with labels offset 0,0.6 "
         "font ',9' notitle\n"
      << "set title 'Checkpoint stall of the training loop vs a memcpy of the tree'\n"
-     << "set ylabel 'ms (log scale)'\nset logscale y\nset yrange [0.5:*]\nset boxwidth 0.24\n"
+     << "set ylabel 'ms (log scale)'\nset logscale y\nset yrange [0.5:*]\nset boxwidth 0.19\n"
      << "set offsets 0,0,graph 0.08,0\nset xrange [-0.6:" << trains.size() - 0.4 << "]\n"
      << "set xtics (" << xt2 << ")\n";
   // The targets: 1.2 x memcpy for borrowed leaves, 2 ms for shared ones.
@@ -122,8 +123,9 @@ std::string chart(const fs::path& base, const boost::json::array& saves,
   }
   gp << "plot '" << d << "' index 4 with boxes lc rgb '#2ca02c' title 'stall (median)', "
      << "'' index 5 with boxes lc rgb '#98df8a' title 'stall (max)', "
-     << "'' index 6 with boxes lc rgb '#7f7f7f' title 'memcpy of the tree (1 thread)', "
-     << "for [i=4:6] '' index i using 1:2:(sprintf('%.1f',$2)) with labels offset 0,0.6 "
+     << "'' index 6 with boxes lc rgb '#9467bd' title 'capture CPU-ms / encoder threads', "
+     << "'' index 7 with boxes lc rgb '#7f7f7f' title 'memcpy of the tree (1 thread)', "
+     << "for [i=4:7] '' index i using 1:2:(sprintf('%.1f',$2)) with labels offset 0,0.6 "
         "font ',9' notitle\n"
      << "unset multiplot\n";
   gp.close();
