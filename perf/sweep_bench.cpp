@@ -222,7 +222,7 @@ int sweep_main(int argc, char** argv) {
   auto make_rt = [&](unsigned threads, unsigned depth) -> std::shared_ptr<ckpt::runtime> {
     ckpt::runtime_options ro;
     ro.cpu_threads = threads;
-    ro.io.queue_depth = depth;
+    if (depth) ro.io.queue_depth = depth;  // 0: keep the engine default
     auto rt = ckpt::runtime::create(ro);
     if (!rt) return nullptr;
     return std::move(rt).value();
