@@ -11,7 +11,9 @@
 
 namespace ckpt::perf {
 
-bool have_fio() { return std::system("command -v fio >/dev/null 2>&1") == 0; }
+bool have_fio() {
+  return std::system("command -v fio >/dev/null 2>&1") == 0;
+}
 
 namespace {
 std::string run_capture(const std::string& cmd) {
@@ -20,7 +22,8 @@ std::string run_capture(const std::string& cmd) {
   if (!p) return out;
   std::array<char, 4096> buf{};
   std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0)
+    out.append(buf.data(), n);
   ::pclose(p);
   return out;
 }
@@ -34,9 +37,11 @@ std::optional<double> fio_gibps(const std::string& dir, std::uint64_t bytes, boo
   }
   std::string file = dir + "/ckpt-perf-fio.dat";
   std::string size = std::to_string(bytes / (1 << 20)) + "M";
-  std::string cmd = "fio --name=baseline --output-format=json --ioengine=io_uring --direct=1 "
-                    "--bs=4M --iodepth=16 --size=" + size + " --filename=" + file +
-                    (write ? " --rw=write --end_fsync=1" : " --rw=read") + " 2>/dev/null";
+  std::string cmd =
+      "fio --name=baseline --output-format=json --ioengine=io_uring --direct=1 "
+      "--bs=4M --iodepth=16 --size=" +
+      size + " --filename=" + file + (write ? " --rw=write --end_fsync=1" : " --rw=read") +
+      " 2>/dev/null";
   if (!write) {
     // Lay the file out first (untimed), then drop the cache.
     std::system(("fio --name=layout --ioengine=io_uring --direct=1 --bs=4M --iodepth=16 --size=" +

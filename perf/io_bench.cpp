@@ -12,13 +12,10 @@
 // --drop-caches as root also /proc/sys/vm/drop_caches), and read back the same way. The file is
 // deleted afterwards.
 #include "perf.hpp"
+#include "raw_io.hpp"
 
 #include <ckpt/buffer.hpp>
 #include <ckpt/io.hpp>
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -27,16 +24,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
 namespace {
 
-namespace asio = boost::asio;
 using ckpt::aligned_buffer;
 using ckpt::io::engine;
-using ckpt::io::file;
+using ckpt::perf::fill_random;
+using ckpt::perf::io_phase;
 
 struct options {
   std::string dir;
@@ -58,80 +54,6 @@ int usage() {
                "                    [--backend uring|threads] [--drop-caches] [--no-fallocate]\n"
                "                    [--file PATH] [--keep] [--read-only] [--json]\n");
   return 2;
-}
-
-/// Shared by the workers of one phase; they all run on one thread.
-struct phase {
-  const file* f = nullptr;
-  std::uint64_t size = 0;
-  std::uint64_t block = 0;
-  std::uint64_t next = 0;
-  bool write = true;
-  std::string error{};
-};
-
-asio::awaitable<void> worker(engine& e, phase& p, aligned_buffer& buf) {
-  while (p.error.empty() && p.next < p.size) {
-    std::uint64_t offset = p.next;
-    std::size_t len = static_cast<std::size_t>(std::min(p.block, p.size - offset));
-    p.next += len;
-    if (p.write) {
-      auto r = co_await e.write(*p.f, buf.span().first(len), offset);
-      if (!r) p.error = r.error().what();
-    } else {
-      auto r = co_await e.read(*p.f, buf.span().first(len), offset);
-      if (!r) {
-        p.error = r.error().what();
-      } else if (r.value() != len) {
-        p.error = "short read at offset " + std::to_string(offset);
-      }
-    }
-  }
-}
-
-/// Runs `depth` workers over the whole file; returns the elapsed seconds.
-double run_phase(engine& e, phase& p, std::vector<aligned_buffer>& buffers) {
-  asio::io_context ctx(1);
-  for (auto& b : buffers)
-    asio::co_spawn(ctx, worker(e, p, b), asio::detached);
-  auto t0 = std::chrono::steady_clock::now();
-  ctx.run();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-void fill_random(aligned_buffer& b, std::uint64_t seed) {
-  std::uint64_t x = seed;
-  for (std::size_t i = 0; i + 8 <= b.size(); i += 8) {
-    x += 0x9e3779b97f4a7c15ULL;
-    std::uint64_t z = x;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    z ^= z >> 31;
-    std::memcpy(b.data() + i, &z, 8);
-  }
-}
-
-/// Drops the file's cached pages; returns what was done, for the report.
-std::string drop_cache(const std::string& path, bool system_wide) {
-  std::string how = "none";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fdatasync(fd);
-    if (::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0) how = "fadvise_dontneed";
-    ::close(fd);
-  }
-  if (system_wide) {
-    if (::geteuid() == 0) {
-      ::sync();
-      std::ofstream out("/proc/sys/vm/drop_caches");
-      out << "1\n";
-      out.flush();
-      how += out ? "+drop_caches" : "+drop_caches_refused";
-    } else {
-      how += "+drop_caches_needs_root";
-    }
-  }
-  return how;
 }
 
 double gibps(std::uint64_t bytes, double seconds) {
@@ -239,8 +161,8 @@ int io_main(int argc, char** argv) {
       auto laid = ckpt::perf::run(e.fallocate(fw.value(), 0, 0, o.size));
       if (!laid) return fail(laid.error().what());
     }
-    phase w{.f = &fw.value(), .size = o.size, .block = o.block, .write = true};
-    write_s = run_phase(e, w, buffers);
+    io_phase w{.f = &fw.value(), .size = o.size, .block = o.block, .write = true};
+    write_s = ckpt::perf::run_io_phase(e, w, buffers);
     auto t0 = std::chrono::steady_clock::now();
     auto synced = ckpt::perf::run(e.fsync(fw.value()));
     fsync_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -250,12 +172,12 @@ int io_main(int argc, char** argv) {
   }
 
   // Cold read.
-  std::string cache = drop_cache(path, o.drop_caches);
+  std::string cache = ckpt::perf::drop_file_cache(path, o.drop_caches);
   auto fr = ckpt::perf::run(e.open(AT_FDCWD, path, O_RDONLY | O_DIRECT));
   if (!fr) return fail(fr.error().what());
   direct = direct && fr.value().direct;
-  phase r{.f = &fr.value(), .size = o.size, .block = o.block, .write = false};
-  double read_s = run_phase(e, r, buffers);
+  io_phase r{.f = &fr.value(), .size = o.size, .block = o.block, .write = false};
+  double read_s = ckpt::perf::run_io_phase(e, r, buffers);
   (void)ckpt::perf::run(e.close(fr.value()));
   if (remove_file) ::unlink(path.c_str());
   if (!r.error.empty()) return fail(r.error);

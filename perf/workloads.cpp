@@ -1,6 +1,8 @@
 #include "workloads.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -39,7 +41,8 @@ void fill_gaussian(float* out, std::size_t n, float sd, std::uint64_t seed) {
       }
     });
   }
-  for (auto& t : ts) t.join();
+  for (auto& t : ts)
+    t.join();
 }
 
 array f32_leaf(ckpt::shape s, float sd, std::uint64_t seed, bool squared = false) {
@@ -48,7 +51,8 @@ array f32_leaf(ckpt::shape s, float sd, std::uint64_t seed, bool squared = false
   float* p = reinterpret_cast<float*>(b.data());
   fill_gaussian(p, bytes / 4, sd, seed);
   if (squared) {
-    for (std::size_t i = 0; i < bytes / 4; ++i) p[i] *= p[i];
+    for (std::size_t i = 0; i < bytes / 4; ++i)
+      p[i] *= p[i];
   }
   return array::adopt(dtype::f32, std::move(s), std::move(b)).value();
 }
@@ -66,7 +70,8 @@ array bf16_leaf(ckpt::shape s, float sd, std::uint64_t seed) {
   aligned_buffer b(n * 2);
   auto* dst = reinterpret_cast<std::uint16_t*>(b.data());
   auto src = f.as<float>();
-  for (std::uint64_t i = 0; i < n; ++i) dst[i] = to_bf16(src[i]);
+  for (std::uint64_t i = 0; i < n; ++i)
+    dst[i] = to_bf16(src[i]);
   return array::adopt(dtype::bf16, std::move(s), std::move(b)).value();
 }
 
@@ -76,14 +81,15 @@ tree model_params(Leaf&& leaf) {
   for (int l = 0; l < 24; ++l) {
     char name[32];
     std::snprintf(name, sizeof name, "layer_%02d", l);
-    layers.set(name, tree::dict({{"attn", tree::dict({{"wq", leaf({640, 640})},
-                                                      {"wk", leaf({640, 640})},
-                                                      {"wv", leaf({640, 640})},
-                                                      {"wo", leaf({640, 640})}})},
-                                 {"mlp", tree::dict({{"w_in", leaf({640, 2560})},
-                                                     {"w_out", leaf({2560, 640})}})},
-                                 {"ln1", tree::dict({{"scale", leaf({640})}})},
-                                 {"ln2", tree::dict({{"scale", leaf({640})}})}}));
+    layers.set(
+        name, tree::dict(
+                  {{"attn", tree::dict({{"wq", leaf({640, 640})},
+                                        {"wk", leaf({640, 640})},
+                                        {"wv", leaf({640, 640})},
+                                        {"wo", leaf({640, 640})}})},
+                   {"mlp", tree::dict({{"w_in", leaf({640, 2560})}, {"w_out", leaf({2560, 640})}})},
+                   {"ln1", tree::dict({{"scale", leaf({640})}})},
+                   {"ln2", tree::dict({{"scale", leaf({640})}})}}));
   }
   return tree::dict({{"embed", tree::dict({{"tokens", leaf({24576, 640})}})},
                      {"layers", std::move(layers)},
@@ -157,6 +163,36 @@ result<tree> make_workload(std::string_view name, std::uint64_t seed) {
   }
   return fail(errc::invalid_argument,
               "unknown workload \"" + std::string(name) + "\" (dense, sparse, small, bf16)");
+}
+
+aligned_buffer gaussian_f32(std::uint64_t bytes, std::uint64_t seed) {
+  aligned_buffer b(bytes);
+  fill_gaussian(reinterpret_cast<float*>(b.data()), bytes / 4, 0.02f, seed);
+  return b;
+}
+
+tree gaussian_tree(const aligned_buffer& pool, std::uint64_t total_bytes, std::uint64_t leaves) {
+  const std::uint64_t elems = total_bytes / 4;
+  leaves = std::clamp<std::uint64_t>(leaves, 1, elems);
+  const std::uint64_t per = elems / leaves;
+  tree root = tree::dict();
+  tree group = tree::dict();
+  std::uint64_t off = 0;
+  for (std::uint64_t i = 0; i < leaves; ++i) {
+    const std::uint64_t n = i + 1 == leaves ? elems - off : per;
+    std::span<const std::byte> bytes(pool.data() + off * 4, n * 4);
+    char name[24];
+    std::snprintf(name, sizeof name, "t_%03llu", static_cast<unsigned long long>(i % 1000));
+    group.set(name, array::borrow(dtype::f32, {static_cast<std::int64_t>(n)}, bytes).value());
+    off += n;
+    if (i % 1000 == 999 || i + 1 == leaves) {
+      char gname[24];
+      std::snprintf(gname, sizeof gname, "g_%03llu", static_cast<unsigned long long>(i / 1000));
+      root.set(gname, std::move(group));
+      group = tree::dict();
+    }
+  }
+  return root;
 }
 
 void prefault(std::uint64_t bytes) {

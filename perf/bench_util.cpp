@@ -1,0 +1,111 @@
+#include "bench_util.hpp"
+
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <thread>
+
+namespace ckpt::perf {
+
+spread summarize(std::vector<double> v) {
+  spread s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.median = v[v.size() / 2];
+  s.min = v.front();
+  s.max = v.back();
+  s.n = static_cast<int>(v.size());
+  return s;
+}
+
+double mean_of(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
+}
+
+boost::json::object to_json(const spread& s) {
+  return {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"n", s.n}};
+}
+
+std::string describe(const spread& s, const char* fmt) {
+  char a[32], b[32], c[32];
+  std::snprintf(a, sizeof a, fmt, s.median);
+  if (s.n <= 1) return a;
+  std::snprintf(b, sizeof b, fmt, s.min);
+  std::snprintf(c, sizeof c, fmt, s.max);
+  return std::string(a) + " (" + b + "-" + c + ")";
+}
+
+namespace {
+
+std::string fs_type_name(const std::string& dir) {
+  struct statfs sf {};
+  if (::statfs(dir.c_str(), &sf) != 0) return "unknown";
+  switch (static_cast<unsigned long>(sf.f_type)) {
+    case 0xEF53:
+      return "ext4";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    case 0x01021994:
+      return "tmpfs";
+    case 0x794C7630:
+      return "overlayfs";
+    case 0x2FC12FC1:
+      return "zfs";
+    case 0x6969:
+      return "nfs";
+    case 0xF2F52010:
+      return "f2fs";
+    default: {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(sf.f_type));
+      return buf;
+    }
+  }
+}
+
+std::string cpu_model() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      auto pos = line.find(':');
+      if (pos != std::string::npos) return line.substr(line.find_first_not_of(' ', pos + 1));
+    }
+  }
+  return "unknown";
+}
+
+std::string kernel_release() {
+  struct utsname u {};
+  return ::uname(&u) == 0 ? u.release : "unknown";
+}
+
+}  // namespace
+
+boost::json::object machine_facts(const std::string& dir) {
+  return {{"cores", std::thread::hardware_concurrency()},
+          {"kernel", kernel_release()},
+          {"cpu_model", cpu_model()},
+          {"fs_type", fs_type_name(dir)},
+          {"dir", dir},
+          {"load_average_1m", load_average()}};
+}
+
+std::string machine_line(const std::string& dir) {
+  return std::to_string(std::thread::hardware_concurrency()) + " cores, " + cpu_model() +
+         ", kernel " + kernel_release() + ", " + fs_type_name(dir) + " at " + dir;
+}
+
+double load_average() {
+  double l[1] = {0};
+  return ::getloadavg(l, 1) == 1 ? l[0] : -1.0;
+}
+
+}  // namespace ckpt::perf

@@ -1,0 +1,34 @@
+// Small pieces every ckpt-perf figure shares: median and spread of repeated runs, and the
+// machine facts that go into every JSON.
+#pragma once
+
+#include <boost/json/object.hpp>
+
+#include <string>
+#include <vector>
+
+namespace ckpt::perf {
+
+inline constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+
+/// Median (upper median for even counts) and range of repeated measurements.
+struct spread {
+  double median = 0, min = 0, max = 0;
+  int n = 0;
+};
+spread summarize(std::vector<double> v);
+double mean_of(const std::vector<double>& v);
+/// {"median":..,"min":..,"max":..,"n":..}
+boost::json::object to_json(const spread& s);
+/// "1.23 (1.10-1.31)" with printf format `fmt` for each number.
+std::string describe(const spread& s, const char* fmt = "%.2f");
+
+/// Cores, kernel release (uname -r), CPU model and the file system type of `dir` (statfs).
+boost::json::object machine_facts(const std::string& dir);
+/// One line: "2 cores, Intel(R) ..., kernel 6.1.0-..., ext4".
+std::string machine_line(const std::string& dir);
+
+/// The 1-minute load average, for the report's notes.
+double load_average();
+
+}  // namespace ckpt::perf

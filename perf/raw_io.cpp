@@ -1,0 +1,138 @@
+#include "raw_io.hpp"
+
+#include "perf.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+
+namespace ckpt::perf {
+namespace {
+
+namespace asio = boost::asio;
+
+asio::awaitable<void> worker(io::engine& e, io_phase& p, aligned_buffer& buf) {
+  while (p.error.empty() && p.next < p.size) {
+    std::uint64_t offset = p.next;
+    std::size_t len = static_cast<std::size_t>(std::min(p.block, p.size - offset));
+    p.next += len;
+    if (p.write) {
+      auto r = co_await e.write(*p.f, buf.span().first(len), offset);
+      if (!r) p.error = r.error().what();
+    } else {
+      auto r = co_await e.read(*p.f, buf.span().first(len), offset);
+      if (!r) {
+        p.error = r.error().what();
+      } else if (r.value() != len) {
+        p.error = "short read at offset " + std::to_string(offset);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+double run_io_phase(io::engine& e, io_phase& p, std::vector<aligned_buffer>& buffers) {
+  asio::io_context ctx(1);
+  for (auto& b : buffers)
+    asio::co_spawn(ctx, worker(e, p, b), asio::detached);
+  auto t0 = std::chrono::steady_clock::now();
+  ctx.run();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void fill_random(aligned_buffer& b, std::uint64_t seed) {
+  std::uint64_t x = seed;
+  for (std::size_t i = 0; i + 8 <= b.size(); i += 8) {
+    x += 0x9e3779b97f4a7c15ULL;
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    std::memcpy(b.data() + i, &z, 8);
+  }
+}
+
+std::string drop_file_cache(const std::string& path, bool system_wide) {
+  std::string how = "none";
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fdatasync(fd);
+    if (::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0) how = "fadvise_dontneed";
+    ::close(fd);
+  }
+  if (system_wide) {
+    if (::geteuid() == 0) {
+      ::sync();
+      std::ofstream out("/proc/sys/vm/drop_caches");
+      out << "1\n";
+      out.flush();
+      how += out ? "+drop_caches" : "+drop_caches_refused";
+    } else {
+      how += "+drop_caches_needs_root";
+    }
+  }
+  return how;
+}
+
+result<raw_figures> raw_write_read_gibps(const std::string& dir, std::uint64_t bytes,
+                                         const raw_options& o) {
+  const std::uint64_t size = std::max<std::uint64_t>(4096, (bytes + 4095) / 4096 * 4096);
+  auto created = io::engine::create({.backend = io::backend_kind::uring,
+                                     .queue_depth = o.depth,
+                                     .threads = std::max(4u, o.depth)});
+  if (!created) return fail(std::move(created).error());
+  auto& e = *created.value();
+  const std::string path = dir + "/ckpt-perf-raw." + std::to_string(::getpid()) + ".dat";
+  std::vector<aligned_buffer> buffers;
+  const unsigned nbuf =
+      static_cast<unsigned>(std::min<std::uint64_t>(o.depth, (size + o.block - 1) / o.block));
+  for (unsigned i = 0; i < nbuf; ++i) {
+    buffers.emplace_back(static_cast<std::size_t>(o.block));
+    fill_random(buffers.back(), 0x5eed + i);
+  }
+  auto failed = [&](error err) -> result<raw_figures> {
+    ::unlink(path.c_str());
+    return fail(std::move(err).with_context("raw baseline " + path));
+  };
+  raw_figures out;
+  auto fw = run(e.open(AT_FDCWD, path, O_CREAT | O_TRUNC | O_WRONLY | O_DIRECT, 0644));
+  if (!fw) return failed(std::move(fw).error());
+  out.direct = fw.value().direct;
+  if (auto laid = run(e.fallocate(fw.value(), 0, 0, size)); !laid) {
+    return failed(std::move(laid).error());
+  }
+  io_phase w{.f = &fw.value(), .size = size, .block = o.block, .write = true};
+  out.write_s = run_io_phase(e, w, buffers);
+  auto t0 = std::chrono::steady_clock::now();
+  auto synced = run(e.fsync(fw.value()));
+  out.fsync_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  (void)run(e.close(fw.value()));
+  if (!w.error.empty()) return failed(error(errc::aborted, w.error));
+  if (!synced) return failed(std::move(synced).error());
+  constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+  out.write_gibps = double(size) / (out.write_s + out.fsync_s) / gib;
+  if (o.read) {
+    drop_file_cache(path, false);
+    auto fr = run(e.open(AT_FDCWD, path, O_RDONLY | O_DIRECT));
+    if (!fr) return failed(std::move(fr).error());
+    out.direct = out.direct && fr.value().direct;
+    io_phase r{.f = &fr.value(), .size = size, .block = o.block, .write = false};
+    out.read_s = run_io_phase(e, r, buffers);
+    (void)run(e.close(fr.value()));
+    if (!r.error.empty()) return failed(error(errc::aborted, r.error));
+    out.read_gibps = double(size) / out.read_s / gib;
+  }
+  ::unlink(path.c_str());
+  return out;
+}
+
+}  // namespace ckpt::perf
