@@ -9,7 +9,6 @@
 // Identical loads come only from bytes no load trusts: O_DIRECT zero padding between units in
 // the data files, the digits of COMMIT's created_unix_ns, its trailing newline. Every damaged
 // chunk byte must be caught. Prints the "corruption:" figure lines.
-// crashes 0
 #include "format/index.hpp"
 #include "support.hpp"
 
