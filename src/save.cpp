@@ -7,6 +7,7 @@
 #include "format/index.hpp"
 #include "runtime_impl.hpp"
 #include "store_paths.hpp"
+#include "testing.hpp"
 
 #include <ckpt/save.hpp>
 
@@ -353,6 +354,10 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
       align_up(format::encode_bound(std::max<std::uint64_t>(options.chunk_bytes, 4096)), io_align) +
       io_align);
   encode_slots = std::make_unique<detail::async_budget>(std::max(2u, rt->cpu_threads() * 2));
+  if (testing::planted("fsync_before_write")) {  // test builds only: a deliberate bug
+    for (auto& f : data_files)
+      (void)co_await io().fsync(f);
+  }
   for (std::size_t u = 0; u < units.size(); ++u) {
     if (failure || cancel_requested) {
       // Account for the units never started.
@@ -401,10 +406,13 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   auto t_fsync = clock_type::now();
   {
     std::vector<asio::awaitable<result<void>>> ops;
-    for (auto& f : data_files)
-      ops.push_back(io().fsync(f));
+    if (!testing::planted("fsync_before_write")) {
+      for (auto& f : data_files)
+        ops.push_back(io().fsync(f));
+    }
     CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)), "fsync data files");
   }
+  testing::kill_point("after_data_fsync");
   for (auto& f : data_files) {
     auto c = co_await io().close(f);
     f.fd = -1;
@@ -446,8 +454,12 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   // 6. The commit marker, last.
   CKPT_CO_TRY(
       co_await write_small_file(std::string(format::commit_file), format::encode_commit(cm)));
+  testing::kill_point("after_commit_marker");
   // 7. fsync the temporary directory: its entries are durable.
-  CKPT_CO_TRYV_CTX(co_await io().fsync(tmp_dir), "fsync directory " + tmp_name);
+  const bool skip_dir_fsync = testing::planted("skip_dir_fsync");  // test builds only
+  if (!skip_dir_fsync) {
+    CKPT_CO_TRYV_CTX(co_await io().fsync(tmp_dir), "fsync directory " + tmp_name);
+  }
   if (cancel_requested) co_return fail(errc::cancelled, "cancelled");
 
   // 8. Atomic rename to the final name, then fsync the parent. With overwrite and an existing
@@ -457,7 +469,9 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   CKPT_CO_TRYV_CTX(co_await io().rename(parent_dir.fd, tmp_name, parent_dir.fd, name,
                                         exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE),
                    "rename " + tmp_name + " to " + name);
-  auto synced = co_await io().fsync(parent_dir);
+  testing::kill_point("after_rename");
+  result<void> synced = success();
+  if (!skip_dir_fsync) synced = co_await io().fsync(parent_dir);
   if (!synced) {
     // Not known to be durable: undo the rename so that what is visible matches the failure we
     // report (the temporary name then holds the new files again and cleanup removes them).
