@@ -91,6 +91,9 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   // run concurrently, extending ones are serialised by ext4. UINT64_MAX: no preallocation.
   std::vector<std::uint64_t> file_alloc;
   std::vector<std::unique_ptr<detail::async_budget>> file_grow;  // one grower per file
+  // The most bytes one data file can end up with (least-filled placement: its share of the
+  // other units plus the largest; stored <= raw, padded). Preallocation stops there.
+  std::uint64_t file_budget = std::numeric_limits<std::uint64_t>::max();
   std::vector<std::string> created;  // names created inside the temporary directory
   std::unique_ptr<detail::async_budget> encode_slots;
   std::uint64_t slab_bytes = 0;
@@ -226,6 +229,14 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
 
   const unsigned nfiles =
       static_cast<unsigned>(std::min<std::size_t>(std::max(1u, options.data_files), units.size()));
+  {
+    std::uint64_t total = 0, largest = 0;
+    for (const auto& u : units) {
+      total += align_up(u.raw_bytes, io_align);
+      largest = std::max(largest, align_up(u.raw_bytes, io_align));
+    }
+    file_budget = (total - largest + nfiles - 1) / std::max(1u, nfiles) + largest;
+  }
   for (unsigned i = 0; i < nfiles; ++i) {
     std::string fname = format::data_file_name(i);
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (options.direct_io ? O_DIRECT : 0);
@@ -333,8 +344,19 @@ asio::awaitable<void> save_handle::state::grow_file(std::size_t f, std::uint64_t
   constexpr std::uint64_t step = 64ull << 20;
   co_await file_grow[f]->acquire(1);
   while (!failure && end > file_alloc[f]) {
-    const std::uint64_t grow = std::max(step, end - file_alloc[f]);
+    // Never beyond what the file can hold at most: a small save must not need 64 MiB free per
+    // file (found by the ENOSPC test).
+    std::uint64_t grow =
+        std::max(end - file_alloc[f],
+                 std::min(step, file_budget > file_alloc[f] ? file_budget - file_alloc[f] : 0));
     auto g = co_await io().fallocate(data_files[f], 0, file_alloc[f], grow);
+    if (!g && g.error() == std::errc::no_space_on_device && grow > end - file_alloc[f]) {
+      // Less free space than the step: give back what the failed call allocated (ext4 keeps
+      // it) and grow by exactly what this write needs.
+      grow = end - file_alloc[f];
+      g = co_await io().ftruncate(data_files[f], file_alloc[f]);
+      if (g) g = co_await io().fallocate(data_files[f], 0, file_alloc[f], grow);
+    }
     if (g) {
       file_alloc[f] += grow;
     } else if (g.error() == std::errc::operation_not_supported) {
