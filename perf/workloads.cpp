@@ -74,7 +74,7 @@ template <class Leaf>
 tree model_params(Leaf&& leaf) {
   tree layers = tree::dict();
   for (int l = 0; l < 24; ++l) {
-    char name[16];
+    char name[32];
     std::snprintf(name, sizeof name, "layer_%02d", l);
     layers.set(name, tree::dict({{"attn", tree::dict({{"wq", leaf({640, 640})},
                                                       {"wk", leaf({640, 640})},
@@ -133,11 +133,11 @@ result<tree> make_workload(std::string_view name, std::uint64_t seed) {
     rng r{seed};
     tree t = tree::dict();
     for (int g = 0; g < 200; ++g) {
-      char gname[16];
+      char gname[32];
       std::snprintf(gname, sizeof gname, "group_%03d", g);
       tree grp = tree::dict();
       for (int i = 0; i < 100; ++i) {
-        char lname[8];
+        char lname[32];
         std::snprintf(lname, sizeof lname, "t_%02d", i);
         std::int64_t n = 1024 + static_cast<std::int64_t>(r.next() % (16384 - 1024 + 1));
         aligned_buffer b(static_cast<std::size_t>(n) * 4);

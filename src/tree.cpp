@@ -3,24 +3,58 @@
 #include <charconv>
 #include <functional>
 #include <stdexcept>
-#include <unordered_map>
 
 namespace ckpt {
-namespace {
-
-struct string_hash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept {
-    return std::hash<std::string_view>{}(s);
-  }
-};
-
-}  // namespace
-
+// A dict keeps its items in a vector (insertion order) and, once it has more than a few, an
+// open-addressing table of item positions for lookups: no second copy of the keys and no
+// allocation per item (parsing a 10^5-leaf index builds many dicts).
 struct tree::node {
-  std::vector<item> items;  // dict
-  std::unordered_map<std::string, std::size_t, string_hash, std::equal_to<>> index;
-  std::vector<tree> elements;  // list
+  std::vector<item> items;           // dict
+  std::vector<std::uint32_t> slots;  // dict: item position + 1, 0 = empty; empty below 9 items
+  std::vector<tree> elements;        // list
+
+  static constexpr std::size_t linear_max = 8;
+
+  static std::size_t hash(std::string_view k) noexcept { return std::hash<std::string_view>{}(k); }
+
+  // Position of `key` in items, or items.size().
+  std::size_t find(std::string_view key) const noexcept {
+    if (slots.empty()) {
+      for (std::size_t i = 0; i < items.size(); ++i) {
+        if (items[i].first == key) return i;
+      }
+      return items.size();
+    }
+    const std::size_t mask = slots.size() - 1;
+    for (std::size_t h = hash(key) & mask;; h = (h + 1) & mask) {
+      const std::uint32_t s = slots[h];
+      if (s == 0) return items.size();
+      if (items[s - 1].first == key) return s - 1;
+    }
+  }
+
+  void index_last() {
+    const std::size_t n = items.size();
+    if (n <= linear_max) return;
+    if (slots.size() < 2 * n) {
+      std::size_t cap = 16;
+      while (cap < 4 * n)
+        cap *= 2;
+      slots.assign(cap, 0);
+      for (std::size_t i = 0; i < n; ++i)
+        place(i);
+    } else {
+      place(n - 1);
+    }
+  }
+
+  void place(std::size_t i) {
+    const std::size_t mask = slots.size() - 1;
+    std::size_t h = hash(items[i].first) & mask;
+    while (slots[h] != 0)
+      h = (h + 1) & mask;
+    slots[h] = static_cast<std::uint32_t>(i + 1);
+  }
 };
 
 tree::tree() noexcept = default;
@@ -66,15 +100,20 @@ ckpt::array& tree::leaf() {
 
 tree& tree::set(std::string key, tree value) {
   if (kind_ != kind::dict) throw std::logic_error("ckpt::tree::set: node is not a dict");
-  auto it = node_->index.find(key);
-  if (it != node_->index.end()) {
-    auto& slot = node_->items[it->second].second;
+  const std::size_t at = node_->find(key);
+  if (at < node_->items.size()) {
+    auto& slot = node_->items[at].second;
     slot = std::move(value);
     return slot;
   }
-  node_->index.emplace(key, node_->items.size());
   node_->items.emplace_back(std::move(key), std::move(value));
+  node_->index_last();
   return node_->items.back().second;
+}
+
+void tree::reserve(std::size_t n) {
+  if (kind_ == kind::dict) node_->items.reserve(n);
+  if (kind_ == kind::list) node_->elements.reserve(n);
 }
 
 tree& tree::append(tree value) {
@@ -85,8 +124,8 @@ tree& tree::append(tree value) {
 
 const tree* tree::get(std::string_view key) const {
   if (kind_ != kind::dict) return nullptr;
-  auto it = node_->index.find(key);
-  return it == node_->index.end() ? nullptr : &node_->items[it->second].second;
+  const std::size_t at = node_->find(key);
+  return at < node_->items.size() ? &node_->items[at].second : nullptr;
 }
 tree* tree::get(std::string_view key) {
   return const_cast<tree*>(std::as_const(*this).get(key));

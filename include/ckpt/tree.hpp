@@ -72,6 +72,8 @@ class tree {
   tree& element(std::size_t i);
   /// Children of a dict or list; 0 otherwise.
   std::size_t size() const noexcept;
+  /// Reserves room for `n` children of a dict or list (no effect on other kinds).
+  void reserve(std::size_t n);
 
   /// The node at `path` (see the header comment), or nullptr.
   const tree* find(std::string_view path) const;

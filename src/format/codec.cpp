@@ -37,32 +37,52 @@ scratch& sample_scratch() {
   return s;
 }
 
-// Elements per block of the transpose: the block's source bytes (block * K <= 8 KiB) stay in
-// L1 while the K destination streams are written sequentially.
+// The transposes are written as plain loops that the compiler vectorises. GCC 12's -O2 cost
+// model ("very-cheap") declines them; the dynamic model vectorises them: measured on this
+// machine (4 MiB, AVX-512 host, baseline x86-64 build) shuffle 40/20/10 GB/s and unshuffle
+// 50/6/6 GB/s for element sizes 2/4/8, against 5/3.4/3.4 and 5/3.4/3 GB/s without.
+#if defined(__GNUC__) && !defined(__clang__)
+#define CKPT_VECTORIZE __attribute__((optimize("vect-cost-model=dynamic")))
+#else
+#define CKPT_VECTORIZE
+#endif
+
+// Elements per block: a block's source bytes (block * K <= 8 KiB) stay in L1 while the K
+// destination streams are written sequentially.
 constexpr std::size_t transpose_block = 1024;
 
 template <std::size_t K>
-void shuffle_k(const std::byte* __restrict src, std::size_t n, std::byte* __restrict dst) {
+CKPT_VECTORIZE void shuffle_k(const std::byte* __restrict src, std::size_t n,
+                              std::byte* __restrict dst) {
   for (std::size_t i0 = 0; i0 < n; i0 += transpose_block) {
     const std::size_t m = std::min(transpose_block, n - i0);
     const std::byte* __restrict s = src + i0 * K;
-    std::byte* __restrict d = dst + i0;
-    for (std::size_t i = 0; i < m; ++i) {
-      for (std::size_t b = 0; b < K; ++b)
-        d[b * n + i] = s[i * K + b];
+    for (std::size_t b = 0; b < K; ++b) {
+      std::byte* __restrict d = dst + b * n + i0;
+      for (std::size_t i = 0; i < m; ++i)
+        d[i] = s[i * K + b];
     }
   }
 }
 
 template <std::size_t K>
-void unshuffle_k(const std::byte* __restrict src, std::size_t n, std::byte* __restrict dst) {
+CKPT_VECTORIZE void unshuffle_k(const std::byte* __restrict src, std::size_t n,
+                                std::byte* __restrict dst) {
   for (std::size_t i0 = 0; i0 < n; i0 += transpose_block) {
     const std::size_t m = std::min(transpose_block, n - i0);
-    const std::byte* __restrict s = src + i0;
     std::byte* __restrict d = dst + i0 * K;
-    for (std::size_t i = 0; i < m; ++i) {
-      for (std::size_t b = 0; b < K; ++b)
-        d[i * K + b] = s[b * n + i];
+    if constexpr (K == 2) {
+      const std::byte* __restrict s = src + i0;
+      for (std::size_t i = 0; i < m; ++i) {
+        for (std::size_t b = 0; b < K; ++b)
+          d[i * K + b] = s[b * n + i];
+      }
+    } else {
+      for (std::size_t b = 0; b < K; ++b) {
+        const std::byte* __restrict s = src + b * n + i0;
+        for (std::size_t i = 0; i < m; ++i)
+          d[i * K + b] = s[i];
+      }
     }
   }
 }
@@ -195,6 +215,7 @@ void shuffle_bytes(std::span<const std::byte> src, std::size_t element_size,
   const std::size_t size = std::min(src.size(), dst.size());
   const std::size_t k = element_size == 0 ? 1 : element_size;
   const std::size_t n = size / k;
+  if (size == 0) return;
   switch (k) {
     case 1:
       std::memcpy(dst.data(), src.data(), size);
@@ -221,6 +242,7 @@ void unshuffle_bytes(std::span<const std::byte> src, std::size_t element_size,
   const std::size_t size = std::min(src.size(), dst.size());
   const std::size_t k = element_size == 0 ? 1 : element_size;
   const std::size_t n = size / k;
+  if (size == 0) return;
   switch (k) {
     case 1:
       std::memcpy(dst.data(), src.data(), size);
@@ -249,15 +271,19 @@ codec choose_codec(std::span<const std::byte> src, std::size_t element_size, boo
 
   constexpr std::size_t window = 16 * 1024;
   constexpr std::size_t windows = 4;
-  constexpr std::size_t whole_below = 64 * 1024;
+  constexpr std::size_t small_window = 4 * 1024;
 
-  // The sample: the whole chunk when small, else `windows` windows spread evenly (first at the
-  // start, last at the end), each starting at an element boundary. window % k == 0 for k in
-  // {1, 2, 4, 8}; for other sizes the windows are trimmed to whole elements.
+  // The sample: `windows` windows spread evenly (first at the start, last at the end), each
+  // starting at an element boundary; one 4 KiB window from the middle of a chunk under 64 KiB
+  // (a small leaf: sampling it whole would cost more than encoding it). The decision only
+  // chooses what to try: encode_chunk still stores raw whatever does not pay in full.
   std::array<std::span<const std::byte>, windows> parts;
   std::size_t nparts = 0;
-  if (src.size() < whole_below) {
-    parts[nparts++] = src;
+  if (src.size() < windows * window) {
+    const std::size_t w =
+        std::min(src.size(), small_window / k * k == 0 ? k : small_window / k * k);
+    std::size_t off = (src.size() - w) / 2 / k * k;
+    parts[nparts++] = src.subspan(off, std::min(w, src.size() - off));
   } else {
     const std::size_t w = window / k * k;
     const std::size_t span_end = src.size() - w;

@@ -36,7 +36,7 @@ struct codec_policy {
   /// Byte-shuffle by element size for floating dtypes of size > 1 before LZ4.
   bool shuffle = true;
   /// Compress only when raw/stored >= this on a sample (and then on the whole chunk).
-  double min_ratio = 1.10;
+  double min_ratio = 1.5;
 };
 
 /// Chooses the codec for `src` cheaply by compressing a few small samples (a handful of

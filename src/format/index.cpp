@@ -190,8 +190,7 @@ struct version_t {
 
 /// Reads "version" first (wherever it is in the root object), so that a newer major version is
 /// reported as such rather than as whatever schema difference comes first; then rewinds.
-result<version_t> check_version(const parse_error_sink& sink, od::document& doc,
-                                std::string_view file) {
+result<version_t> check_version(const parse_error_sink& sink, od::document& doc) {
   od::object root;
   CKPT_JSON(doc.get_object().get(root), "root", "an object");
   od::value v;
@@ -214,10 +213,11 @@ result<version_t> check_version(const parse_error_sink& sink, od::document& doc,
   if (n != 2) return sink.corrupt("version: expected an array [major, minor]");
   if (ver.major != version_major) {
     return sink.make(errc::unsupported_version,
-                     std::string(file) + " format version " + std::to_string(ver.major) + "." +
-                         std::to_string(ver.minor) + " is not readable by this reader (" +
-                         std::to_string(version_major) + ".x)" +
-                         (ver.major > version_major ? ": written by a newer ckpt" : ""));
+                     "format version " + std::to_string(ver.major) + "." +
+                         std::to_string(ver.minor) +
+                         (ver.major > version_major ? " is newer than this reader ("
+                                                    : " is older than this reader (") +
+                         std::to_string(version_major) + ".x)");
   }
   doc.rewind();
   return ver;
@@ -227,6 +227,55 @@ result<version_t> check_version(const parse_error_sink& sink, od::document& doc,
 bool plain_file_name(std::string_view s) {
   if (s.empty() || s == "." || s == ".." || s.size() > 255) return false;
   return s.find('/') == std::string_view::npos && s.find('\0') == std::string_view::npos;
+}
+
+/// The field's key, unescaped. Keys written without escapes (all of ckpt's own) are matched
+/// against `known` in the raw text without copying; `which` is the index in `known` or -1.
+simdjson::error_code read_key(od::field& f, std::initializer_list<std::string_view> known,
+                              int& which, std::string_view& key) {
+  od::raw_json_string raw = f.key();
+  int i = 0;
+  for (std::string_view k : known) {
+    if (raw.unsafe_is_equal(k)) {
+      which = i;
+      key = k;
+      return simdjson::SUCCESS;
+    }
+    ++i;
+  }
+  if (auto e = f.unescaped_key().get(key)) return e;
+  which = -1;
+  i = 0;
+  for (std::string_view k : known) {
+    if (key == k) {
+      which = i;
+      break;
+    }
+    ++i;
+  }
+  return simdjson::SUCCESS;
+}
+
+/// parse_dtype without the string compares: names are at most 8 bytes, compared as integers.
+std::uint64_t pack_name(std::string_view s) {
+  std::uint64_t x = 0;
+  std::memcpy(&x, s.data(), std::min<std::size_t>(s.size(), 8));
+  return x;
+}
+result<dtype> fast_parse_dtype(std::string_view s) {
+  static const auto table = [] {
+    std::array<std::uint64_t, all_dtypes.size()> t{};
+    for (std::size_t i = 0; i < all_dtypes.size(); ++i)
+      t[i] = pack_name(dtype_name(all_dtypes[i]));
+    return t;
+  }();
+  if (s.size() <= 8) {
+    const std::uint64_t x = pack_name(s);
+    for (std::size_t i = 0; i < table.size(); ++i) {
+      if (table[i] == x) return all_dtypes[i];
+    }
+  }
+  return parse_dtype(s);  // the error
 }
 
 /// True when the document has been read to its end (nothing but whitespace left).
@@ -251,8 +300,11 @@ void append_escaped_key(std::string& path, std::string_view key) {
 
 class index_parser {
  public:
-  explicit index_parser(const parse_limits& limits)
-      : lim_(limits), max_depth_(std::min<std::uint32_t>(limits.max_depth, 1024)) {}
+  index_parser(const parse_limits& limits, std::size_t json_bytes)
+      : lim_(limits), max_depth_(std::min<std::uint32_t>(limits.max_depth, 1024)) {
+    // A tree node takes at least 4 bytes of JSON ("null"); most take far more.
+    nodes_.reserve(std::min<std::size_t>(json_bytes / 64, 1u << 20));
+  }
 
   result<index> run(od::document& doc);
 
@@ -273,6 +325,14 @@ class index_parser {
   result<void> check_chunks();
   result<tree> build(std::size_t& pos, std::string& path);
   std::string leaf_name(std::size_t i) const;
+  /// None, dict and list nodes are capped like leaves, so memory stays bounded.
+  result<void> count_inner_node() {
+    if (++inner_nodes_ > lim_.max_tree_nodes) {
+      return sink.limit("tree: more than " + std::to_string(lim_.max_tree_nodes) +
+                        " None/dict/list nodes");
+    }
+    return success();
+  }
   void note_unknown(std::string_view key) {
     if (unknown_.empty()) unknown_ = std::string(key.substr(0, 64));
   }
@@ -283,6 +343,7 @@ class index_parser {
   index ix_;
   std::vector<tnode> nodes_;
   std::uint64_t tree_leaves_ = 0;
+  std::uint64_t inner_nodes_ = 0;
   std::uint64_t total_chunks_ = 0;
   std::string unknown_;
 };
@@ -294,7 +355,7 @@ std::string index_parser::leaf_name(std::size_t i) const {
 }
 
 result<index> index_parser::run(od::document& doc) {
-  CKPT_TRY(version_t ver, check_version(sink, doc, "index.json"));
+  CKPT_TRY(version_t ver, check_version(sink, doc));
   od::object root;
   CKPT_JSON(doc.get_object().get(root), "root", "an object");
 
@@ -309,23 +370,25 @@ result<index> index_parser::run(od::document& doc) {
     od::field f;
     CKPT_JSON(std::move(fr).get(f), "root", {});
     std::string_view key;
-    CKPT_JSON(f.unescaped_key().get(key), "root key", {});
+    int which;
+    CKPT_JSON(read_key(f, {"format", "version", "files", "tree", "leaves"}, which, key), "root key",
+              {});
     od::value& v = f.value();
-    if (key == "format") {
+    if (which == 0) {
       CKPT_TRY(once(k_format, key));
       CKPT_GET_STR(std::string_view s, v, "format");
       if (s != "ckpt-index") {
         return sink.corrupt("format is " + shown(s) + ", expected \"ckpt-index\"");
       }
-    } else if (key == "version") {
+    } else if (which == 1) {
       CKPT_TRY(once(k_version, key));  // value already checked by check_version
-    } else if (key == "files") {
+    } else if (which == 2) {
       CKPT_TRY(once(k_files, key));
       CKPT_TRY(parse_files(v));
-    } else if (key == "tree") {
+    } else if (which == 3) {
       CKPT_TRY(once(k_tree, key));
       CKPT_TRY(parse_node(v, 1, {}));
-    } else if (key == "leaves") {
+    } else if (which == 4) {
       CKPT_TRY(once(k_leaves, key));
       CKPT_TRY(parse_leaves(v));
     } else {
@@ -373,9 +436,10 @@ result<void> index_parser::parse_files(od::value& v) {
       od::field f;
       CKPT_JSON(std::move(fr).get(f), where, {});
       std::string_view key;
-      CKPT_JSON(f.unescaped_key().get(key), where, {});
+      int which;
+      CKPT_JSON(read_key(f, {"name", "size"}, which, key), where, {});
       od::value& fv = f.value();
-      if (key == "name") {
+      if (which == 0) {
         if (has_name) return sink.corrupt(where + ": duplicate key \"name\"");
         has_name = true;
         CKPT_GET_STR(std::string_view s, fv, where + ".name");
@@ -384,7 +448,7 @@ result<void> index_parser::parse_files(od::value& v) {
                               " is not a plain file name (no '/', '..', '.', NUL or empty)");
         }
         fe.name = std::string(s);
-      } else if (key == "size") {
+      } else if (which == 1) {
         if (has_size) return sink.corrupt(where + ": duplicate key \"size\"");
         has_size = true;
         CKPT_GET_U64(fe.size, fv, where + ".size");
@@ -413,6 +477,7 @@ result<void> index_parser::parse_node(od::value v, std::uint32_t depth, std::str
     bool is_null = false;
     CKPT_JSON(v.is_null().get(is_null), "tree", {});
     if (!is_null) return sink.corrupt("tree: malformed null");
+    CKPT_TRY(count_inner_node());
     nodes_.push_back({tree::kind::none, 0, 0, key});
     return success();
   }
@@ -427,9 +492,10 @@ result<void> index_parser::parse_node(od::value v, std::uint32_t depth, std::str
     od::field f;
     CKPT_JSON(std::move(fr).get(f), "tree", {});
     std::string_view kind;
-    CKPT_JSON(f.unescaped_key().get(kind), "tree", {});
+    int which;
+    CKPT_JSON(read_key(f, {"leaf", "dict", "list"}, which, kind), "tree", {});
     od::value& cv = f.value();
-    if (kind == "leaf") {
+    if (which == 0) {
       CKPT_GET_U64(std::uint64_t i, cv, "tree leaf");
       if (i != tree_leaves_) {
         return sink.corrupt(
@@ -441,10 +507,11 @@ result<void> index_parser::parse_node(od::value v, std::uint32_t depth, std::str
         return sink.limit("tree: more than " + std::to_string(lim_.max_leaves) + " leaves");
       }
       nodes_.push_back({tree::kind::leaf, 0, i, key});
-    } else if (kind == "dict" || kind == "list") {
-      const bool dict = kind == "dict";
+    } else if (which == 1 || which == 2) {
+      const bool dict = which == 1;
       od::array a;
       CKPT_JSON(cv.get_array().get(a), dict ? "tree dict" : "tree list", "an array");
+      CKPT_TRY(count_inner_node());
       const std::size_t self = nodes_.size();
       nodes_.push_back({dict ? tree::kind::dict : tree::kind::list, 0, 0, key});
       std::uint32_t children = 0;
@@ -495,6 +562,8 @@ result<void> index_parser::parse_node(od::value v, std::uint32_t depth, std::str
 result<void> index_parser::parse_leaves(od::value& v) {
   od::array a;
   CKPT_JSON(v.get_array().get(a), "leaves", "an array");
+  // When the tree came first (as writers emit it), its leaf count is the expected length.
+  ix_.leaves.reserve(std::min<std::uint64_t>(tree_leaves_, lim_.max_leaves));
   for (auto el : a) {
     if (ix_.leaves.size() >= lim_.max_leaves) {
       return sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves");
@@ -518,13 +587,10 @@ result<void> index_parser::parse_leaf(od::object& o) {
     od::field f;
     CKPT_JSON(std::move(fr).get(f), leaf_name(li), {});
     std::string_view key;
-    CKPT_JSON(f.unescaped_key().get(key), leaf_name(li), {});
+    int which;
+    CKPT_JSON(read_key(f, {"path", "dtype", "shape", "chunks"}, which, key), leaf_name(li), {});
     od::value& v = f.value();
-    unsigned bit = key == "path"     ? k_path
-                   : key == "dtype"  ? k_dtype
-                   : key == "shape"  ? k_shape
-                   : key == "chunks" ? k_chunks
-                                     : 0;
+    const unsigned bit = which < 0 ? 0u : 1u << which;
     if (bit == 0) {
       note_unknown(key);
       continue;
@@ -539,7 +605,7 @@ result<void> index_parser::parse_leaf(od::object& o) {
       }
       case k_dtype: {
         CKPT_GET_STR(std::string_view s, v, leaf_name(li) + ".dtype");
-        auto t = parse_dtype(s);
+        auto t = fast_parse_dtype(s);
         if (!t) return sink.corrupt(leaf_name(li) + ": " + t.error().message());
         le.dtype = t.value();
         break;
@@ -751,6 +817,7 @@ result<tree> index_parser::build(std::size_t& pos, std::string& path) {
     }
     case tree::kind::dict: {
       tree t = tree::dict();
+      t.reserve(n.children);
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
         const std::string_view key = nodes_[pos].key;
@@ -768,6 +835,7 @@ result<tree> index_parser::build(std::size_t& pos, std::string& path) {
     }
     case tree::kind::list: {
       tree t = tree::list();
+      t.reserve(n.children);
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
         if (len != 0) path += '/';
@@ -783,6 +851,10 @@ result<tree> index_parser::build(std::size_t& pos, std::string& path) {
 }
 
 }  // namespace
+
+bool is_valid_utf8(std::string_view s) noexcept {
+  return simdjson::validate_utf8(s.data(), s.size());
+}
 
 std::string data_file_name(std::uint32_t i) {
   char buf[32];
@@ -876,7 +948,7 @@ result<index> parse_index(std::string_view json, const parse_limits& limits) {
   }
   if (json.empty()) return fail(errc::corrupt, "index.json: empty");
   auto r = with_parser(json, [&](od::document& doc) -> result<index> {
-    index_parser p(limits);
+    index_parser p(limits, json.size());
     return p.run(doc);
   });
   if (!r && r.error() == errc::corrupt && r.error().message().rfind("index.json", 0) != 0) {
@@ -963,7 +1035,7 @@ result<commit_marker> parse_commit(std::string_view json) {
   if (json.empty()) return fail(errc::corrupt, "COMMIT: empty");
   auto r = with_parser(json, [&](od::document& doc) -> result<commit_marker> {
     const parse_error_sink sink{"COMMIT"};
-    CKPT_TRY(version_t ver, check_version(sink, doc, "COMMIT"));
+    CKPT_TRY(version_t ver, check_version(sink, doc));
     od::object root;
     CKPT_JSON(doc.get_object().get(root), "root", "an object");
     commit_marker m;

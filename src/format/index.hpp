@@ -64,16 +64,21 @@ struct index {
 struct parse_limits {
   std::uint64_t max_index_bytes = 1ull << 30;
   std::uint64_t max_leaves = 10'000'000;
+  std::uint64_t max_tree_nodes = 10'000'000;  ///< None, dict and list nodes of the tree
   std::uint64_t max_chunks = 50'000'000;
   std::uint32_t max_files = 65'536;
-  std::uint32_t max_depth = 128;
+  std::uint32_t max_depth = 128;  ///< tree nesting; values above 1024 act as 1024 (stack)
   std::uint32_t max_rank = 32;
   std::uint32_t max_key_bytes = 4096;
   std::uint64_t max_file_bytes = 1ull << 46;  ///< 64 TiB
 };
 
-/// Serialises an index (compact JSON, deterministic).
+/// Serialises an index (compact JSON, deterministic). Dict keys and file names are written as
+/// given: they must be valid UTF-8 (see is_valid_utf8), or the index will not parse.
 std::string encode_index(const index& ix);
+
+/// True when `s` is valid UTF-8: what a dict key must be to round trip through index.json.
+bool is_valid_utf8(std::string_view s) noexcept;
 
 /// Parses and validates an index. `json` must be followed by `parse_padding` readable bytes.
 /// Validates: format name and major version (a different major is errc::unsupported_version);
@@ -101,7 +106,8 @@ struct commit_marker {
 };
 
 std::string encode_commit(const commit_marker& m);
-/// Same validation style as parse_index; `json` padded likewise.
+/// Same validation style as parse_index (COMMIT larger than 1 MiB is limit_exceeded); `json`
+/// padded likewise.
 result<commit_marker> parse_commit(std::string_view json);
 
 }  // namespace ckpt::format
