@@ -320,7 +320,9 @@ struct reader : std::enable_shared_from_this<reader> {
   io::engine& io() { return rt->io(); }
 
   result<void> decode_extent(const extent& e, std::span<const std::byte> data) {
-    for (auto [ti, ci] : e.chunks) {
+    for (const auto& tc : e.chunks) {
+      // (not a structured binding: clang 14 cannot capture one in the lambda below)
+      const std::uint32_t ti = tc.first, ci = tc.second;
       const target& t = (*targets)[ti];
       const auto& le = ix->leaves[t.leaf];
       const auto& c = le.chunks[ci];
