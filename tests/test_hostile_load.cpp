@@ -28,6 +28,15 @@ using ckpt::array;
 using ckpt::dtype;
 using ckpt::tree;
 
+#if defined(__SANITIZE_ADDRESS__)
+// Under ASan a 1 TiB allocation aborts the process by default; the loader's contract is that a
+// failed allocation is an error, which needs malloc to fail the normal way (ASAN_OPTIONS from
+// the environment still override this default).
+extern "C" const char* __asan_default_options() {
+  return "allocator_may_return_null=1";
+}
+#endif
+
 namespace {
 
 // Sanitizers slow loads down and add shadow memory: the limits below scale with them.
