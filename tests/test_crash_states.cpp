@@ -44,6 +44,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <thread>
 #include <unordered_set>
 
 namespace fs = std::filesystem;
@@ -538,6 +539,10 @@ recorded_run record_scenario(const fs::path& base, int rounds) {
   }
   log.stop();
   ckpt::testing::set_fs_observer({});
+  so.runtime.reset();
+  // Never let a save's coroutine drop the runtime's last reference (on its own thread).
+  for (int i = 0; i < 5000 && rt.use_count() > 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   rt.reset();
   run.log = log.take();
   run.ops = to_inode_ops(run.log, base, run.initial);

@@ -40,6 +40,16 @@ std::shared_ptr<ckpt::runtime> slow_runtime(std::chrono::milliseconds delay) {
   return ckpt::runtime::create(e).value();
 }
 
+// The save's coroutine may still hold the last reference to its runtime for a moment after the
+// result is out; a runtime must never be destroyed on its own thread, so the test keeps one and
+// waits until it is the only one left.
+void release_when_idle(std::shared_ptr<ckpt::runtime>& rt) {
+  for (int i = 0; i < 5000 && rt.use_count() > 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(rt.use_count() == 1);
+  rt.reset();
+}
+
 tree big_tree() {
   auto w = array::zeros(dtype::f32, {4 << 20}).value();  // 16 MiB
   auto s = w.as_mutable<float>();
@@ -62,13 +72,19 @@ TEST_CASE("a save past the preemption deadline is abandoned cleanly", "[preempt]
   ckpt::save_options so;
   so.chunk_bytes = 256 << 10;  // 64 writes of 20 ms: over a second
   so.compress = false;
-  so.runtime = slow_runtime(std::chrono::milliseconds(20));
+  auto rt = slow_runtime(std::chrono::milliseconds(20));
+  so.runtime = rt;
   const tree t = big_tree();
   ckpt::preemption_guard guard;
-  auto h = ckpt::start_save(dir / "step_1", t, {}, so);
-  std::raise(SIGTERM);
-  REQUIRE(guard.requested());
-  auto r = guard.finish_or_abandon(h, std::chrono::milliseconds(50));
+  ckpt::result<void> r = ckpt::success();
+  {
+    auto h = ckpt::start_save(dir / "step_1", t, {}, so);
+    so.runtime.reset();
+    std::raise(SIGTERM);
+    REQUIRE(guard.requested());
+    r = guard.finish_or_abandon(h, std::chrono::milliseconds(50));
+  }
+  release_when_idle(rt);
   REQUIRE_FALSE(r);
   CHECK(r.error() == ckpt::errc::cancelled);
   CHECK_FALSE(fs::exists(dir / "step_1"));
@@ -80,12 +96,18 @@ TEST_CASE("a save within the preemption deadline commits", "[preempt]") {
   ckpt::test::temp_dir dir;
   ckpt::save_options so;
   so.chunk_bytes = 4 << 20;
-  so.runtime = slow_runtime(std::chrono::milliseconds(1));
+  auto rt = slow_runtime(std::chrono::milliseconds(1));
+  so.runtime = rt;
   const tree t = big_tree();
   ckpt::preemption_guard guard;
-  auto h = ckpt::start_save(dir / "step_1", t, {}, so);
-  ckpt::preemption_guard::request();
-  auto r = guard.finish_or_abandon(h, std::chrono::seconds(60));
+  ckpt::result<void> r = ckpt::success();
+  {
+    auto h = ckpt::start_save(dir / "step_1", t, {}, so);
+    so.runtime.reset();
+    ckpt::preemption_guard::request();
+    r = guard.finish_or_abandon(h, std::chrono::seconds(60));
+  }
+  release_when_idle(rt);
   REQUIRE(r);
   CHECK(ckpt::load_blocking(dir / "step_1").value().tree == t);
 }

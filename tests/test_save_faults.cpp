@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 namespace fs = std::filesystem;
 using ckpt::array;
@@ -187,6 +188,10 @@ TEST_CASE("persistent ENOSPC from any op: clean failure, old checkpoint kept, ne
     auto again = ckpt::save_blocking(dir / (r ? "again" : "new"), new_tree, {{"v", 3}}, so);
     if (again && ckpt::load_blocking(dir / (r ? "again" : "new")).value().tree == new_tree)
       ++recovered;
+    // Never let a save's coroutine drop the runtime's last reference (on its own thread).
+    so.runtime.reset();
+    for (int i = 0; i < 5000 && fr.rt.use_count() > 1; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   CHECK(lost == 0);
   CHECK(recovered == tried);
