@@ -2,7 +2,7 @@
 // fio baseline of the same byte count in the same folder, alternated with our runs.
 //
 //   ckpt-perf save --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--json]
-//   ckpt-perf load --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--json]
+//   ckpt-perf load --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--json] [--keep]
 //
 // Method (save): generate the tree (untimed, owned leaves), pre-fault 2x its bytes (untimed),
 // reset the peak-RSS mark, then time save_blocking() from the call to the commit (fsyncs,
@@ -38,6 +38,7 @@ struct options {
   int runs = 1;
   bool fio = true;
   bool json = false;
+  bool keep = false;  // load: leave the checkpoint on disk
 };
 
 int parse(int argc, char** argv, options& o, const char* name) {
@@ -60,6 +61,8 @@ int parse(int argc, char** argv, options& o, const char* name) {
       o.fio = false;
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--keep") {
+      o.keep = true;
     } else {
       std::fprintf(stderr, "ckpt-perf %s: unknown argument %s\n", name, a.c_str());
       return 2;
@@ -68,7 +71,7 @@ int parse(int argc, char** argv, options& o, const char* name) {
   if (o.workload.empty() || o.dir.empty()) {
     std::fprintf(stderr,
                  "usage: ckpt-perf %s --workload dense|sparse|small|bf16 --dir DIR [--runs N] "
-                 "[--no-fio] [--json]\n",
+                 "[--no-fio] [--json] [--keep]\n",
                  name);
     return 2;
   }
@@ -196,7 +199,7 @@ int load_main(int argc, char** argv) {
     ours.push_back(logical / secs / gib);
     if (r == 0) verified = l.value().tree == t.value();
   }
-  fs::remove_all(target);
+  if (!o.keep) fs::remove_all(target);
   const double load_gibps = median(ours);
   const double fio_gibps = median(fio);
   if (o.json) {

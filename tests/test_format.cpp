@@ -930,3 +930,16 @@ TEST_CASE("bench: shuffle, encode and decode throughput", "[.bench]") {
         static_cast<double>(n) / 1e6 / sum);
   }
 }
+
+TEST_CASE("a dtype name with a trailing NUL is not that dtype", "[format]") {
+  tree t = tree::dict({{"w", spec(dtype::f32, {4})}});
+  std::string json = fmt::encode_index(make_index(t));
+  REQUIRE(parse(json));
+  const std::string from = "\"dtype\":\"f32\"";
+  auto at = json.find(from);
+  REQUIRE(at != std::string::npos);
+  json.replace(at, from.size(), "\"dtype\":\"f32\\u0000\"");
+  auto r = parse(json);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == ckpt::errc::corrupt);
+}

@@ -41,12 +41,13 @@ class result_event {
     {
       std::lock_guard l(m_);
       if (value_) return;
-      value_ = std::move(r);
+      value_ = r;
       ws.swap(waiters_);
+      // Notify under the lock: a blocked waiter may destroy this event as soon as it sees the
+      // value, so nothing below touches `this`.
+      cv_.notify_all();
     }
-    cv_.notify_all();
-    for (auto& w : ws)
-      w->fire(*value_);
+    for (auto& w : ws) w->fire(r);
   }
   bool is_set() const {
     std::lock_guard l(m_);

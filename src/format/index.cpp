@@ -272,7 +272,8 @@ result<dtype> fast_parse_dtype(std::string_view s) {
   if (s.size() <= 8) {
     const std::uint64_t x = pack_name(s);
     for (std::size_t i = 0; i < table.size(); ++i) {
-      if (table[i] == x) return all_dtypes[i];
+      // (The size check: pack_name pads with NULs, so "f32\0" packs like "f32".)
+      if (table[i] == x && dtype_name(all_dtypes[i]).size() == s.size()) return all_dtypes[i];
     }
   }
   return parse_dtype(s);  // the error

@@ -1,0 +1,39 @@
+// The small files of a checkpoint (COMMIT, index.json, metadata.json, job.json), read
+// synchronously and checked like the load pipeline checks them, collecting every problem
+// instead of stopping at the first. Used by verify.cpp and tools/inspect (internal header).
+#pragma once
+
+#include "format/index.hpp"
+
+#include <ckpt/error.hpp>
+#include <ckpt/verify.hpp>
+
+#include <boost/json/object.hpp>
+
+#include <filesystem>
+#include <optional>
+#include <vector>
+
+namespace ckpt::detail {
+
+struct checkpoint_files {
+  bool has_commit_file = false;                 ///< a file named COMMIT exists
+  std::optional<format::commit_marker> commit;  ///< COMMIT parsed
+  std::optional<format::index> index;           ///< index.json matched COMMIT and parsed
+  std::optional<boost::json::object> metadata;  ///< metadata.json matched COMMIT and parsed
+  std::optional<boost::json::object> job;       ///< job.json, when recorded, matched and parsed
+  std::vector<verify_problem> problems;
+
+  /// A checkpoint by FORMAT.md's definition (and its index parses).
+  bool committed() const noexcept { return commit && index && metadata && problems.empty(); }
+};
+
+/// Reads and checks the small files of the checkpoint directory `dir`. Fails only when `dir`
+/// cannot be opened (errc::not_found when missing); every other problem is recorded.
+result<checkpoint_files> read_checkpoint_files(const std::filesystem::path& dir);
+
+/// The first problem as an error (errc::not_committed or errc::corrupt), for callers that need
+/// a sound checkpoint.
+error first_problem(const std::filesystem::path& dir, const checkpoint_files& cf);
+
+}  // namespace ckpt::detail
