@@ -25,6 +25,17 @@ namespace asio = boost::asio;
 
 namespace {
 
+// Destination memory for one leaf. A hostile index can claim any size: failing to allocate is an
+// error, never an exception escaping the pipeline (found by the hostile-index tests).
+result<ckpt::array> allocate_leaf(const format::leaf_entry& le) {
+  try {
+    return array::adopt(le.dtype, le.shape, aligned_buffer(le.num_bytes));
+  } catch (const std::bad_alloc&) {
+    return fail(errc::limit_exceeded, "leaf \"" + le.path + "\": cannot allocate " +
+                                          std::to_string(le.num_bytes) + " bytes");
+  }
+}
+
 constexpr std::size_t io_align = 4096;
 constexpr std::uint64_t max_small_file = 1ull << 30;  // metadata.json / job.json cap
 constexpr std::uint64_t max_extent = 8ull << 20;      // bytes read by one request
@@ -216,7 +227,7 @@ result<void> match_template(const format::index& ix, const tree& tmpl, bool part
     used[it->second] = true;
     ckpt::array dest = fl.array;
     if (!dest.is_writable() || dest.is_spec() || dest.num_bytes() == 0) {
-      auto z = array::adopt(le.dtype, le.shape, aligned_buffer(le.num_bytes));
+      auto z = allocate_leaf(le);
       if (!z) return fail(z.error());
       dest = std::move(z.value());
     }
@@ -309,7 +320,9 @@ struct reader : std::enable_shared_from_this<reader> {
   io::engine& io() { return rt->io(); }
 
   result<void> decode_extent(const extent& e, std::span<const std::byte> data) {
-    for (auto [ti, ci] : e.chunks) {
+    for (const auto& tc : e.chunks) {
+      // (not a structured binding: clang 14 cannot capture one in the lambda below)
+      const std::uint32_t ti = tc.first, ci = tc.second;
       const target& t = (*targets)[ti];
       const auto& le = ix->leaves[t.leaf];
       const auto& c = le.chunks[ci];
@@ -487,6 +500,26 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
   auto& io = rt->io();
   CKPT_CO_TRY(checkpoint_files cf, co_await open_all(io, path, true));
   auto close_dir = [&]() -> asio::awaitable<void> { (void)co_await io.close(cf.ck.dir); };
+  // Every data file exists with the size the index records before any destination memory is
+  // allocated: a claimed 1 TiB leaf over a small file costs nothing (memory stays bounded).
+  for (const auto& fe : cf.ix.files) {
+    auto st = co_await io.statx(cf.ck.dir.fd, fe.name, AT_SYMLINK_NOFOLLOW);
+    const std::string label = cf.ck.where + "/" + fe.name;
+    result<void> bad = success();
+    if (!st) {
+      bad = st.error() == std::errc::no_such_file_or_directory
+                ? result<void>(fail(errc::corrupt, label + " is missing"))
+                : result<void>(fail(std::move(st).error().with_context("stat " + label)));
+    } else if (st.value().stx_size != fe.size) {
+      bad = fail(errc::corrupt, label + " is " + std::to_string(st.value().stx_size) +
+                                    " bytes, the index says " + std::to_string(fe.size) +
+                                    (st.value().stx_size < fe.size ? " (truncated)" : ""));
+    }
+    if (!bad) {
+      co_await close_dir();
+      co_return fail(std::move(bad).error());
+    }
+  }
   std::vector<target> targets;
   std::unordered_map<std::string, ckpt::array> restored;
   tree shape_tree;  // what to rebuild
@@ -506,7 +539,7 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
       std::string full = fl.path.empty() ? subtree : join_path(subtree, fl.path);
       const std::uint32_t i = by_path.at(full);
       const auto& le = cf.ix.leaves[i];
-      auto z = array::adopt(le.dtype, le.shape, aligned_buffer(le.num_bytes));
+      auto z = allocate_leaf(le);
       if (!z) {
         m = fail(z.error());
         break;
@@ -521,7 +554,7 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
     shape_tree = cf.ix.structure;
     for (std::uint32_t i = 0; i < cf.ix.leaves.size() && m; ++i) {
       const auto& le = cf.ix.leaves[i];
-      auto z = array::adopt(le.dtype, le.shape, aligned_buffer(le.num_bytes));
+      auto z = allocate_leaf(le);
       if (!z) {
         m = fail(z.error());
         break;

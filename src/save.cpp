@@ -7,6 +7,7 @@
 #include "format/index.hpp"
 #include "runtime_impl.hpp"
 #include "store_paths.hpp"
+#include "testing.hpp"
 
 #include <ckpt/save.hpp>
 
@@ -90,6 +91,9 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   // run concurrently, extending ones are serialised by ext4. UINT64_MAX: no preallocation.
   std::vector<std::uint64_t> file_alloc;
   std::vector<std::unique_ptr<detail::async_budget>> file_grow;  // one grower per file
+  // The most bytes one data file can end up with (least-filled placement: its share of the
+  // other units plus the largest; stored <= raw, padded). Preallocation stops there.
+  std::uint64_t file_budget = std::numeric_limits<std::uint64_t>::max();
   std::vector<std::string> created;  // names created inside the temporary directory
   std::unique_ptr<detail::async_budget> encode_slots;
   std::uint64_t slab_bytes = 0;
@@ -225,6 +229,14 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
 
   const unsigned nfiles =
       static_cast<unsigned>(std::min<std::size_t>(std::max(1u, options.data_files), units.size()));
+  {
+    std::uint64_t total = 0, largest = 0;
+    for (const auto& u : units) {
+      total += align_up(u.raw_bytes, io_align);
+      largest = std::max(largest, align_up(u.raw_bytes, io_align));
+    }
+    file_budget = (total - largest + nfiles - 1) / std::max(1u, nfiles) + largest;
+  }
   for (unsigned i = 0; i < nfiles; ++i) {
     std::string fname = format::data_file_name(i);
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (options.direct_io ? O_DIRECT : 0);
@@ -332,8 +344,19 @@ asio::awaitable<void> save_handle::state::grow_file(std::size_t f, std::uint64_t
   constexpr std::uint64_t step = 64ull << 20;
   co_await file_grow[f]->acquire(1);
   while (!failure && end > file_alloc[f]) {
-    const std::uint64_t grow = std::max(step, end - file_alloc[f]);
+    // Never beyond what the file can hold at most: a small save must not need 64 MiB free per
+    // file (found by the ENOSPC test).
+    std::uint64_t grow =
+        std::max(end - file_alloc[f],
+                 std::min(step, file_budget > file_alloc[f] ? file_budget - file_alloc[f] : 0));
     auto g = co_await io().fallocate(data_files[f], 0, file_alloc[f], grow);
+    if (!g && g.error() == std::errc::no_space_on_device && grow > end - file_alloc[f]) {
+      // Less free space than the step: give back what the failed call allocated (ext4 keeps
+      // it) and grow by exactly what this write needs.
+      grow = end - file_alloc[f];
+      g = co_await io().ftruncate(data_files[f], file_alloc[f]);
+      if (g) g = co_await io().fallocate(data_files[f], 0, file_alloc[f], grow);
+    }
     if (g) {
       file_alloc[f] += grow;
     } else if (g.error() == std::errc::operation_not_supported) {
@@ -353,6 +376,10 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
       align_up(format::encode_bound(std::max<std::uint64_t>(options.chunk_bytes, 4096)), io_align) +
       io_align);
   encode_slots = std::make_unique<detail::async_budget>(std::max(2u, rt->cpu_threads() * 2));
+  if (testing::planted("fsync_before_write")) {  // test builds only: a deliberate bug
+    for (auto& f : data_files)
+      (void)co_await io().fsync(f);
+  }
   for (std::size_t u = 0; u < units.size(); ++u) {
     if (failure || cancel_requested) {
       // Account for the units never started.
@@ -401,10 +428,13 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   auto t_fsync = clock_type::now();
   {
     std::vector<asio::awaitable<result<void>>> ops;
-    for (auto& f : data_files)
-      ops.push_back(io().fsync(f));
+    if (!testing::planted("fsync_before_write")) {
+      for (auto& f : data_files)
+        ops.push_back(io().fsync(f));
+    }
     CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)), "fsync data files");
   }
+  testing::kill_point("after_data_fsync");
   for (auto& f : data_files) {
     auto c = co_await io().close(f);
     f.fd = -1;
@@ -446,8 +476,12 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   // 6. The commit marker, last.
   CKPT_CO_TRY(
       co_await write_small_file(std::string(format::commit_file), format::encode_commit(cm)));
+  testing::kill_point("after_commit_marker");
   // 7. fsync the temporary directory: its entries are durable.
-  CKPT_CO_TRYV_CTX(co_await io().fsync(tmp_dir), "fsync directory " + tmp_name);
+  const bool skip_dir_fsync = testing::planted("skip_dir_fsync");  // test builds only
+  if (!skip_dir_fsync) {
+    CKPT_CO_TRYV_CTX(co_await io().fsync(tmp_dir), "fsync directory " + tmp_name);
+  }
   if (cancel_requested) co_return fail(errc::cancelled, "cancelled");
 
   // 8. Atomic rename to the final name, then fsync the parent. With overwrite and an existing
@@ -457,7 +491,9 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   CKPT_CO_TRYV_CTX(co_await io().rename(parent_dir.fd, tmp_name, parent_dir.fd, name,
                                         exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE),
                    "rename " + tmp_name + " to " + name);
-  auto synced = co_await io().fsync(parent_dir);
+  testing::kill_point("after_rename");
+  result<void> synced = success();
+  if (!skip_dir_fsync) synced = co_await io().fsync(parent_dir);
   if (!synced) {
     // Not known to be durable: undo the rename so that what is visible matches the failure we
     // report (the temporary name then holds the new files again and cleanup removes them).

@@ -1,5 +1,7 @@
 #include "store_io.hpp"
 
+#include "testing.hpp"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -16,6 +18,20 @@ namespace ckpt::detail {
 namespace fs = std::filesystem;
 
 namespace {
+
+// Reports a successful mutation to the test observer (test builds only; see testing.hpp).
+void observe(testing::fs_event::kind_t kind, const fs::path& path, const fs::path& path2 = {},
+             int flags = 0, std::uint64_t offset = 0, std::string_view data = {}) {
+  if (!testing::observed()) return;
+  testing::fs_event e;
+  e.kind = kind;
+  e.path = path.string();
+  e.path2 = path2.string();
+  e.flags = flags;
+  e.offset = offset;
+  e.data = data;
+  testing::notify(e);
+}
 
 // Closes a descriptor on scope exit.
 struct fd_guard {
@@ -39,6 +55,7 @@ result<void> fsync_directory(const fs::path& dir) {
   fd_guard g{open_retry(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (g.fd < 0) return fail(system_error(errno, "open directory " + dir.string()));
   if (::fsync(g.fd) != 0) return fail(system_error(errno, "fsync directory " + dir.string()));
+  observe(testing::fs_event::fsync, dir);
   return success();
 }
 
@@ -60,6 +77,7 @@ result<void> create_directories_durable(const fs::path& dir) {
     if (::mkdir(it->c_str(), 0755) != 0 && errno != EEXIST) {
       return fail(system_error(errno, "create directory " + it->string()));
     }
+    observe(testing::fs_event::mkdir, *it);
     CKPT_TRY(fsync_directory(it->parent_path().empty() ? fs::path(".") : it->parent_path()));
   }
   return success();
@@ -70,9 +88,10 @@ result<void> replace_file_durable(const fs::path& dir, std::string_view name,
   const fs::path tmp = dir / (std::string(name) + ".tmp");
   const fs::path target = dir / std::string(name);
   {
-    fd_guard g{
-        open_retry(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644)};
+    const int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW;
+    fd_guard g{open_retry(tmp.c_str(), flags, 0644)};
     if (g.fd < 0) return fail(system_error(errno, "create " + tmp.string()));
+    observe(testing::fs_event::open, tmp, {}, flags);
     std::size_t done = 0;
     while (done < content.size()) {
       ssize_t n = ::write(g.fd, content.data() + done, content.size() - done);
@@ -80,10 +99,17 @@ result<void> replace_file_durable(const fs::path& dir, std::string_view name,
         if (errno == EINTR) continue;
         return fail(system_error(errno, "write " + tmp.string()));
       }
+      observe(testing::fs_event::write, tmp, {}, 0, done,
+              content.substr(done, static_cast<std::size_t>(n)));
       done += static_cast<std::size_t>(n);
     }
     // Never retry a failed fsync (the kernel may have dropped the dirty pages).
-    if (::fsync(g.fd) != 0) return fail(system_error(errno, "fsync " + tmp.string()));
+    const bool is_latest = name == "LATEST";
+    if (!(is_latest && testing::planted("latest_before_data"))) {
+      if (::fsync(g.fd) != 0) return fail(system_error(errno, "fsync " + tmp.string()));
+      observe(testing::fs_event::fsync, tmp);
+    }
+    if (is_latest) testing::kill_point("after_latest_tmp");
     int fd = g.fd;
     g.fd = -1;
     if (::close(fd) != 0) return fail(system_error(errno, "close " + tmp.string()));
@@ -91,6 +117,7 @@ result<void> replace_file_durable(const fs::path& dir, std::string_view name,
   if (::rename(tmp.c_str(), target.c_str()) != 0) {
     return fail(system_error(errno, "rename " + tmp.string() + " to " + target.string()));
   }
+  observe(testing::fs_event::rename, tmp, target);
   return fsync_directory(dir);
 }
 
@@ -122,6 +149,7 @@ result<void> rename_noreplace(const fs::path& dir, std::string_view from, std::s
   if (::renameat2(g.fd, f.c_str(), g.fd, t.c_str(), RENAME_NOREPLACE) != 0) {
     return fail(system_error(errno, "rename " + (dir / f).string() + " to " + t));
   }
+  observe(testing::fs_event::rename, dir / f, dir / t);
   return success();
 }
 
@@ -131,6 +159,7 @@ result<void> remove_tree(const fs::path& path) {
   if (ec && ec != std::errc::no_such_file_or_directory) {
     return fail(error(ec, "remove " + path.string()));
   }
+  observe(testing::fs_event::remove_tree, path);
   return success();
 }
 
