@@ -524,6 +524,14 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
   std::unordered_map<std::string, ckpt::array> restored;
   tree shape_tree;  // what to rebuild
   result<void> m = success();
+  // Leaf i of the checkpoint goes into a fresh buffer, returned under `key` in the result tree.
+  auto add_allocated = [&](std::uint32_t i, const std::string& key) -> result<void> {
+    auto z = allocate_leaf(cf.ix.leaves[i]);
+    if (!z) return fail(z.error());
+    targets.push_back({i, z.value().mutable_bytes()});
+    restored.emplace(key, std::move(z.value()));
+    return success();
+  };
   if (want_subtree) {
     auto node = cf.ix.structure.at(subtree);
     if (!node) {
@@ -537,15 +545,8 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
       by_path.emplace(cf.ix.leaves[i].path, i);
     for (auto& fl : shape_tree.flatten()) {
       std::string full = fl.path.empty() ? subtree : join_path(subtree, fl.path);
-      const std::uint32_t i = by_path.at(full);
-      const auto& le = cf.ix.leaves[i];
-      auto z = allocate_leaf(le);
-      if (!z) {
-        m = fail(z.error());
-        break;
-      }
-      targets.push_back({i, z.value().mutable_bytes()});
-      restored.emplace(fl.path, std::move(z.value()));
+      m = add_allocated(by_path.at(full), fl.path);
+      if (!m) break;
     }
   } else if (tmpl) {
     shape_tree = *tmpl;
@@ -553,14 +554,7 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
   } else {
     shape_tree = cf.ix.structure;
     for (std::uint32_t i = 0; i < cf.ix.leaves.size() && m; ++i) {
-      const auto& le = cf.ix.leaves[i];
-      auto z = allocate_leaf(le);
-      if (!z) {
-        m = fail(z.error());
-        break;
-      }
-      targets.push_back({i, z.value().mutable_bytes()});
-      restored.emplace(le.path, std::move(z.value()));
+      m = add_allocated(i, cf.ix.leaves[i].path);
     }
   }
   if (m) m = co_await read_targets(rt, cf, targets, opt);

@@ -12,25 +12,26 @@
 namespace {
 
 void train_more_steps(std::vector<float>& w) {
-  for (auto& x : w) x += 1.0f;
+  for (auto& x : w)
+    x += 1.0f;
 }
 
 boost::asio::awaitable<bool> readme_example(std::string dir) {
   std::vector<float> w(1 << 20), b(1024);  // your model's memory
-  ckpt::tree state = ckpt::tree::dict({
-      {"params", ckpt::tree::dict({{"w", ckpt::array::borrow(std::span(w), {1024, 1024}).value()},
-                                   {"b", ckpt::array::borrow(std::span(b), {1024}).value()}})},
-      {"step", ckpt::array::zeros(ckpt::dtype::i64, {}).value()}});
+  ckpt::tree state = ckpt::tree::dict(
+      {{"params", ckpt::tree::dict({{"w", ckpt::array::borrow(std::span(w), {1024, 1024}).value()},
+                                    {"b", ckpt::array::borrow(std::span(b), {1024}).value()}})},
+       {"step", ckpt::array::zeros(ckpt::dtype::i64, {}).value()}});
 
   auto h = ckpt::start_save(dir + "/run1/step_100", state, {{"step", 100}});
-  auto staged = co_await h.staged();  // every byte captured: w and b may change from here on
-  train_more_steps(w);                // the checkpoint is written meanwhile
+  auto staged = co_await h.staged();        // every byte captured: w and b may change from here on
+  train_more_steps(w);                      // the checkpoint is written meanwhile
   auto committed = co_await h.committed();  // durable and visible
   if (!staged || !committed) co_return false;
 
   // Restore straight into the same memory (zero copy).
   auto got = co_await ckpt::load(dir + "/run1/step_100", &state);
-  co_return got && w[0] == 0.0f && got.value().metadata.at("step").as_int64() == 100 &&
+  co_return got&& w[0] == 0.0f && got.value().metadata.at("step").as_int64() == 100 &&
       got.value().tree.find("params/w")->leaf().bytes().data() ==
           reinterpret_cast<std::byte*>(w.data());
 }

@@ -47,7 +47,8 @@ class result_event {
       // value, so nothing below touches `this`.
       cv_.notify_all();
     }
-    for (auto& w : ws) w->fire(r);
+    for (auto& w : ws)
+      w->fire(r);
   }
   bool is_set() const {
     std::lock_guard l(m_);
