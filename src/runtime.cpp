@@ -1,8 +1,12 @@
 #include "runtime_impl.hpp"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
+
 #include <algorithm>
+#include <latch>
 
 namespace ckpt {
 
@@ -13,8 +17,25 @@ runtime::runtime(std::unique_ptr<impl> p) : impl_(std::move(p)) {
 runtime::~runtime() {
   impl_->guard.reset();
   impl_->ctx.stop();
-  if (impl_->thread.joinable()) impl_->thread.join();
-  impl_->pool.join();
+  // The last reference may be dropped by a save or load finishing on one of our own threads
+  // (after its caller has seen it complete and let go). A thread cannot join itself, so the
+  // joins and the teardown move to a short-lived thread of their own.
+  const bool own_thread = std::this_thread::get_id() == impl_->thread.get_id() ||
+                          impl_->pool.get_executor().running_in_this_thread() ||
+                          impl_->background.get_executor().running_in_this_thread();
+  auto join = [](impl& p) {
+    if (p.thread.joinable()) p.thread.join();
+    p.pool.join();
+    p.background.join();
+  };
+  if (own_thread) {
+    std::thread([p = std::move(impl_), join]() mutable {
+      join(*p);
+      p.reset();
+    }).detach();
+    return;
+  }
+  join(*impl_);
 }
 
 result<std::shared_ptr<runtime>> runtime::create(const runtime_options& options) {
@@ -35,6 +56,17 @@ result<std::shared_ptr<runtime>> runtime::create(std::shared_ptr<io::engine> eng
     budget = std::max<std::uint64_t>(budget, 64ull << 20);
   }
   auto p = std::make_unique<impl>(std::move(engine), threads, budget);
+  if (options.cpu_nice != 0) {
+    // One task per thread, held at a latch until every thread has taken one.
+    std::latch all(static_cast<std::ptrdiff_t>(threads));
+    for (unsigned i = 0; i < threads; ++i) {
+      boost::asio::post(p->background, [&all, nice = options.cpu_nice] {
+        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
+        all.arrive_and_wait();
+      });
+    }
+    all.wait();
+  }
   return std::shared_ptr<runtime>(new runtime(std::move(p)));
 }
 

@@ -19,6 +19,7 @@ struct runtime::impl {
   impl(std::shared_ptr<io::engine> e, unsigned threads, std::uint64_t budget)
       : engine(std::move(e)),
         pool(threads),
+        background(threads),
         cpu_threads(threads),
         staging(budget),
         buffers(budget) {}
@@ -28,7 +29,8 @@ struct runtime::impl {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard{
       ctx.get_executor()};
   std::thread thread;
-  boost::asio::thread_pool pool;
+  boost::asio::thread_pool pool;        // capture, decode, verify: someone waits on these
+  boost::asio::thread_pool background;  // encoding after staged, at runtime_options::cpu_nice
   unsigned cpu_threads;
   detail::async_budget staging;
   detail::buffer_pool buffers;

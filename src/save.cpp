@@ -1,7 +1,9 @@
 // The save pipeline. See docs/FORMAT.md for the on-disk result and RELIABILITY.md for the order
 // of durable steps. Everything below runs as coroutines on the runtime's pipeline thread (one
-// thread: no locks needed for pipeline state), except `encode_unit`, which runs on the CPU pool
-// and touches only its own unit and staging buffer.
+// thread: no locks needed for pipeline state), except `capture_unit` (on the CPU pool) and
+// `encode_unit` (on the background pool, niced), which touch only their own unit and staging
+// buffer. A unit's life: capture (borrowed/owned leaves; all units at once, so that `staged`
+// costs about a memcpy) -> encode in place -> O_DIRECT write -> buffer back to the pool.
 #include "detail/async.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
@@ -48,10 +50,13 @@ struct piece {
 struct unit {
   std::vector<piece> pieces;
   std::uint64_t raw_bytes = 0;
-  bool needs_capture = false;  // holds borrowed/owned bytes: must be encoded before staged
+  bool needs_capture = false;  // holds borrowed/owned bytes: copied to staging before staged
   // Filled by encode_unit:
   std::vector<std::uint64_t> rel_offsets;  // of each piece's stored bytes within the unit
   std::uint64_t stored_bytes = 0;
+  // Set when the unit is one raw, page-aligned chunk of a shared leaf: written straight from the
+  // leaf's memory (immutable until committed), not from the staging buffer.
+  std::span<const std::byte> direct;
 };
 
 }  // namespace
@@ -74,6 +79,7 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   mutable std::mutex stats_mutex;
   save_stats stats;
   std::atomic<std::uint64_t> encode_ns{0};
+  std::atomic<std::uint64_t> capture_ns{0};
 
   // Pipeline state (pipeline thread only).
   format::index ix;
@@ -82,7 +88,8 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   std::size_t units_left = 0;
   std::optional<error> failure;
   detail::result_event units_done;
-  io::file parent_dir;  // fd -1 until opened
+  detail::result_event prepared;  // set when prepare() finished (failure holds its error)
+  io::file parent_dir;            // fd -1 until opened
   io::file tmp_dir;
   std::string tmp_name;
   std::vector<io::file> data_files;
@@ -109,6 +116,8 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
 
   asio::awaitable<void> run();
   asio::awaitable<result<void>> prepare();
+  asio::awaitable<void> prepare_then_signal();
+  asio::awaitable<result<void>> capture_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<void> capture_and_write();
   asio::awaitable<void> grow_file(std::size_t f, std::uint64_t end);
   asio::awaitable<void> process_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
@@ -120,6 +129,48 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
 };
 
 namespace {
+
+// Units: borrowed/owned leaves first (they gate `staged`), then shared ones. Within each
+// group, pieces (chunks, split at element boundaries) are packed greedily in tree order into
+// units of at most `cb` bytes.
+std::vector<unit> pack_units(const std::vector<flat_leaf>& leaves, std::uint64_t cb) {
+  std::vector<unit> units;
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool capture_pass = pass == 0;
+    unit cur;
+    cur.needs_capture = capture_pass;
+    auto flush = [&] {
+      if (!cur.pieces.empty()) units.push_back(std::move(cur));
+      cur = unit{};
+      cur.needs_capture = capture_pass;
+    };
+    for (std::size_t i = 0; i < leaves.size(); ++i) {
+      const auto& a = leaves[i].array;
+      const bool is_shared = a.ownership() == ownership::shared;
+      if (is_shared == capture_pass) continue;
+      const std::uint64_t es = dtype_size(a.dtype());
+      const std::uint64_t step = std::max<std::uint64_t>(es, cb / es * es);
+      std::uint64_t off = 0;
+      std::uint32_t ci = 0;
+      while (off < a.num_bytes()) {
+        std::uint64_t n = std::min(step, a.num_bytes() - off);
+        if (cur.raw_bytes + n > cb) flush();
+        cur.pieces.push_back({static_cast<std::uint32_t>(i), ci++, off, n});
+        cur.raw_bytes += n;
+        off += n;
+      }
+    }
+    flush();
+  }
+  return units;
+}
+
+// The staging buffer of one write unit: its encoded bytes at worst, padded for O_DIRECT.
+std::uint64_t save_slab_bytes(std::uint64_t chunk_bytes) {
+  return detail::buffer_pool::size_class(
+      align_up(format::encode_bound(std::max<std::uint64_t>(chunk_bytes, 4096)), io_align) +
+      io_align);
+}
 
 std::string random_suffix() {
   static std::atomic<std::uint64_t> counter{0};
@@ -149,36 +200,11 @@ void save_handle::state::plan() {
   }
   ix.structure = unflatten(structure, std::move(specs)).value();
 
-  // Units: borrowed/owned leaves first (they gate `staged`), then shared ones. Within each
-  // group, pieces are packed greedily in tree order into units of at most chunk_bytes.
-  for (int pass = 0; pass < 2; ++pass) {
-    const bool capture_pass = pass == 0;
-    unit cur;
-    cur.needs_capture = capture_pass;
-    auto flush = [&] {
-      if (!cur.pieces.empty()) units.push_back(std::move(cur));
-      cur = unit{};
-      cur.needs_capture = capture_pass;
-    };
-    for (std::size_t i = 0; i < leaves.size(); ++i) {
-      const auto& a = leaves[i].array;
-      const bool is_shared = a.ownership() == ownership::shared;
-      if (is_shared == capture_pass) continue;
-      // Chunks split at element boundaries.
-      const std::uint64_t es = dtype_size(a.dtype());
-      const std::uint64_t step = std::max<std::uint64_t>(es, cb / es * es);
-      std::uint64_t off = 0;
-      std::uint32_t ci = 0;
-      while (off < a.num_bytes()) {
-        std::uint64_t n = std::min(step, a.num_bytes() - off);
-        if (cur.raw_bytes + n > cb) flush();
-        cur.pieces.push_back({static_cast<std::uint32_t>(i), ci++, off, n});
-        cur.raw_bytes += n;
-        off += n;
-      }
-      ix.leaves[i].chunks.resize(ci);
-    }
-    flush();
+  units = pack_units(leaves, cb);
+  for (const auto& u : units) {
+    for (const auto& pc : u.pieces)
+      ix.leaves[pc.leaf].chunks.resize(
+          std::max<std::size_t>(ix.leaves[pc.leaf].chunks.size(), pc.chunk + 1));
   }
   for (const auto& u : units) {
     if (u.needs_capture) ++capture_left;
@@ -257,25 +283,62 @@ asio::awaitable<result<void>> save_handle::state::encode_unit(std::size_t u,
   unit& un = units[u];
   const format::codec_policy policy{options.compress, options.shuffle, options.min_ratio};
   std::uint64_t cursor = 0;
+  std::uint64_t raw_cursor = 0;  // captured units: where the piece's raw bytes sit in `buf`
   un.rel_offsets.resize(un.pieces.size());
+  if (!un.needs_capture && un.pieces.size() == 1) {
+    const piece& pc = un.pieces[0];
+    const ckpt::array& a = leaves[pc.leaf].array;
+    std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    if (reinterpret_cast<std::uintptr_t>(src.data()) % io_align == 0 &&
+        src.size() % io_align == 0 &&
+        format::choose_codec(src, dtype_size(a.dtype()), is_floating(a.dtype()), policy) ==
+            format::codec::raw) {
+      auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+      ce.raw_size = ce.stored_size = pc.raw_size;
+      ce.codec = format::codec::raw;
+      ce.xxh3 = format::checksum(src);
+      un.rel_offsets[0] = 0;
+      un.stored_bytes = src.size();
+      un.direct = src;
+      encode_ns += static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
+      co_return success();
+    }
+  }
   std::byte* base = buf->data();
   const std::uint64_t cap = buf->capacity();
   for (std::size_t p = 0; p < un.pieces.size(); ++p) {
     const piece& pc = un.pieces[p];
     const ckpt::array& a = leaves[pc.leaf].array;
-    std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    // A captured unit is encoded in place: pieces are compacted towards the front, and since
+    // cursor <= raw_cursor and a compressed piece is never larger than its raw bytes, writing
+    // piece p never touches the raw bytes of a later piece.
+    std::span<const std::byte> src =
+        un.needs_capture ? std::span<const std::byte>(base + raw_cursor, pc.raw_size)
+                         : a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    raw_cursor += pc.raw_size;
     const std::size_t es = dtype_size(a.dtype());
     format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
     std::size_t stored = 0;
     if (c != format::codec::raw) {
-      std::size_t room = static_cast<std::size_t>(cap - cursor);
-      if (room >= format::encode_bound(src.size())) {
-        stored = format::encode_chunk(c, src, es, {base + cursor, room}, options.min_ratio);
+      if (un.needs_capture) {
+        thread_local std::vector<std::byte> scratch;
+        if (scratch.size() < format::encode_bound(src.size())) {
+          scratch.resize(format::encode_bound(src.size()));
+        }
+        stored = format::encode_chunk(c, src, es, scratch, options.min_ratio);
+        if (stored > src.size()) stored = 0;  // (min_ratio < 1) must not outgrow its slot
+        if (stored) std::memcpy(base + cursor, scratch.data(), stored);
+      } else {
+        std::size_t room = static_cast<std::size_t>(cap - cursor);
+        if (room >= format::encode_bound(src.size())) {
+          stored = format::encode_chunk(c, src, es, {base + cursor, room}, options.min_ratio);
+        }
       }
     }
     if (stored == 0) {
       c = format::codec::raw;
-      std::memcpy(base + cursor, src.data(), src.size());
+      if (base + cursor != src.data()) std::memmove(base + cursor, src.data(), src.size());
       stored = src.size();
     }
     auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
@@ -296,41 +359,69 @@ asio::awaitable<result<void>> save_handle::state::encode_unit(std::size_t u,
   co_return success();
 }
 
+asio::awaitable<result<void>> save_handle::state::capture_unit(
+    std::size_t u, std::shared_ptr<aligned_buffer> buf) {
+  auto t0 = clock_type::now();
+  std::uint64_t cursor = 0;
+  for (const piece& pc : units[u].pieces) {
+    std::memcpy(buf->data() + cursor, leaves[pc.leaf].array.bytes().data() + pc.raw_offset,
+                pc.raw_size);
+    cursor += pc.raw_size;
+  }
+  capture_ns += static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
+  co_return success();
+}
+
 asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
                                                        std::shared_ptr<aligned_buffer> buf) {
   auto self = shared_from_this();
   auto& rti_ = rti();
   const std::uint64_t slab = slab_bytes;
+  unit& un = units[u];
+  // 1. Capture (borrowed/owned bytes): a plain copy into the staging buffer, all units at
+  //    once on the CPU pool, so that `staged` costs about a memcpy of the tree.
+  if (un.needs_capture) {
+    std::optional<result<void>> cap;
+    if (!failure) {
+      co_await asio::co_spawn(rti_.pool, detail::store_into(&cap, capture_unit(u, buf)),
+                              asio::use_awaitable);
+    }
+    if (--capture_left == 0) {
+      {
+        std::lock_guard l(stats_mutex);
+        stats.staged_s = since_start();
+      }
+      if (!failure) staged_event.set(success());
+    }
+  }
+  // 2. Encode (codec choice, compression, checksum) with a bounded number in flight, once the
+  //    temporary directory and data files exist.
+  co_await prepared.wait_async();
+  co_await encode_slots->acquire(1);
   std::optional<result<void>> enc;
   if (!failure) {
-    co_await asio::co_spawn(rti_.pool, detail::store_into(&enc, encode_unit(u, buf)),
+    co_await asio::co_spawn(rti_.background, detail::store_into(&enc, encode_unit(u, buf)),
                             asio::use_awaitable);
   }
   encode_slots->release(1);
-  unit& un = units[u];
-  if (un.needs_capture && --capture_left == 0) {
-    {
-      std::lock_guard l(stats_mutex);
-      stats.staged_s = since_start();
-    }
-    if (!failure) staged_event.set(success());
-  }
   if (enc && !*enc) fail_with(enc->error());
   if (!failure) {
     // Least-filled file next: the files grow evenly and are written in parallel.
     std::size_t f = static_cast<std::size_t>(std::min_element(file_ends.begin(), file_ends.end()) -
                                              file_ends.begin());
+    const std::span<const std::byte> out = un.direct.empty() ? buf->span() : un.direct;
     const std::uint64_t off = file_ends[f];
-    file_ends[f] += buf->size();
+    file_ends[f] += out.size();
     for (std::size_t p = 0; p < un.pieces.size(); ++p) {
       const piece& pc = un.pieces[p];
       auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
       ce.file = static_cast<std::uint32_t>(f);
       ce.offset = off + un.rel_offsets[p];
     }
-    co_await grow_file(f, off + buf->size());
+    co_await grow_file(f, off + out.size());
     if (!failure) {
-      auto w = co_await io().write(data_files[f], buf->span(), off);
+      auto w = co_await io().write(data_files[f], out, off);
       if (!w) fail_with(std::move(w).error());
     }
   }
@@ -372,11 +463,10 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   auto self = shared_from_this();
   auto ex = co_await asio::this_coro::executor;
   auto& rti_ = rti();
-  slab_bytes = detail::buffer_pool::size_class(
-      align_up(format::encode_bound(std::max<std::uint64_t>(options.chunk_bytes, 4096)), io_align) +
-      io_align);
+  slab_bytes = save_slab_bytes(options.chunk_bytes);
   encode_slots = std::make_unique<detail::async_budget>(std::max(2u, rt->cpu_threads() * 2));
   if (testing::planted("fsync_before_write")) {  // test builds only: a deliberate bug
+    co_await prepared.wait_async();
     for (auto& f : data_files)
       (void)co_await io().fsync(f);
   }
@@ -391,7 +481,6 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
       break;
     }
     co_await rti_.staging.acquire(slab_bytes);
-    co_await encode_slots->acquire(1);
     auto buf = std::make_shared<aligned_buffer>(rti_.buffers.take(slab_bytes));
     asio::co_spawn(ex, process_unit(u, std::move(buf)), asio::detached);
   }
@@ -540,6 +629,13 @@ asio::awaitable<void> save_handle::state::cleanup() {
   }
 }
 
+asio::awaitable<void> save_handle::state::prepare_then_signal() {
+  auto self = shared_from_this();
+  auto p = co_await prepare();
+  if (!p) fail_with(std::move(p).error());
+  prepared.set(success());
+}
+
 asio::awaitable<void> save_handle::state::run() {
   auto self = shared_from_this();
   auto finish = [&](result<void> r) {
@@ -547,30 +643,30 @@ asio::awaitable<void> save_handle::state::run() {
       std::lock_guard l(stats_mutex);
       stats.committed_s = since_start();
       stats.encode_s = static_cast<double>(encode_ns.load()) * 1e-9;
+      stats.capture_s = static_cast<double>(capture_ns.load()) * 1e-9;
       if (r && stats.staged_s == 0) stats.staged_s = stats.committed_s;
     }
     staged_event.set(r);
     committed_event.set(std::move(r));
   };
   plan();
-  auto prep = co_await prepare();
-  if (!prep) {
-    fail_with(std::move(prep).error());
-  } else {
-    if (capture_left == 0) {
-      std::lock_guard l(stats_mutex);
-      stats.staged_s = since_start();
-      staged_event.set(success());
-    }
-    co_await capture_and_write();
-    {
-      std::lock_guard l(stats_mutex);
-      stats.written_s = since_start();
-    }
-    if (!failure) {
-      auto c = co_await commit();
-      if (!c) fail_with(std::move(c).error());
-    }
+  if (capture_left == 0) {
+    // Nothing to capture: the caller's buffers are free to change now.
+    std::lock_guard l(stats_mutex);
+    stats.staged_s = since_start();
+    staged_event.set(success());
+  }
+  // Directory and files are made while the borrowed bytes are captured.
+  asio::co_spawn(co_await asio::this_coro::executor, prepare_then_signal(), asio::detached);
+  co_await capture_and_write();
+  co_await prepared.wait_async();
+  {
+    std::lock_guard l(stats_mutex);
+    stats.written_s = since_start();
+  }
+  if (!failure) {
+    auto c = co_await commit();
+    if (!c) fail_with(std::move(c).error());
   }
   bool committed = !failure;
   if (!committed) co_await cleanup();
@@ -588,6 +684,12 @@ asio::awaitable<void> save_handle::state::run() {
   }
 }
 
+namespace {
+asio::awaitable<void> run_owned(std::shared_ptr<save_handle::state> s) {
+  co_await s->run();
+}
+}  // namespace
+
 save_handle start_save(std::filesystem::path path, const tree& t, boost::json::object metadata,
                        save_options options) {
   auto s = std::make_shared<save_handle::state>();
@@ -600,7 +702,9 @@ save_handle start_save(std::filesystem::path path, const tree& t, boost::json::o
   s->structure = t;
   s->metadata = std::move(metadata);
   s->options = std::move(options);
+  bool capture = false;
   for (const auto& l : s->leaves) {
+    capture |= l.array.ownership() != ownership::shared && l.array.num_bytes() > 0;
     if (l.array.is_spec()) {
       auto e = error(errc::invalid_argument, "save " + s->path.string() + ": leaf \"" + l.path +
                                                  "\" has no bytes (a template spec)");
@@ -609,7 +713,12 @@ save_handle start_save(std::filesystem::path path, const tree& t, boost::json::o
       return save_handle(s);
     }
   }
-  asio::co_spawn(s->rt->executor(), s->run(), asio::detached);
+  // Nothing to capture: the caller may go on at once, without a trip to the pipeline thread.
+  if (!capture) s->staged_event.set(success());
+  // The coroutine owns the state (and through it the runtime) from the start, not only once it
+  // first runs: a caller may drop every handle, and its runtime, right after this call.
+  auto ex = s->rt->executor();
+  asio::co_spawn(ex, run_owned(s), asio::detached);
   return save_handle(s);
 }
 
@@ -654,6 +763,25 @@ result<save_stats> save_blocking(std::filesystem::path path, const tree& t,
   auto h = start_save(std::move(path), t, std::move(metadata), std::move(options));
   CKPT_TRY(h.wait_committed());
   return h.stats();
+}
+
+std::uint64_t reserve_staging(const tree& t, const save_options& options) {
+  auto rt = runtime_or_global(options.runtime);
+  auto& pool = rt->internals().buffers;
+  const std::uint64_t slab = save_slab_bytes(options.chunk_bytes);
+  // As many buffers as a save of `t` has write units (all in flight at once at most).
+  std::uint64_t n =
+      pack_units(t.flatten(), std::max<std::uint64_t>(options.chunk_bytes, 4096)).size();
+  n = std::min(n, rt->staging_budget() / slab);
+  std::vector<aligned_buffer> held;
+  held.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    held.push_back(pool.take(static_cast<std::size_t>(slab)));
+    std::memset(held.back().data(), 0, held.back().capacity());
+  }
+  for (auto& b : held)
+    pool.give(std::move(b));
+  return n * slab;
 }
 
 }  // namespace ckpt

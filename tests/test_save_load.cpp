@@ -11,8 +11,10 @@
 #include <boost/asio/io_context.hpp>
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstring>
 #include <fstream>
+#include <thread>
 
 namespace fs = std::filesystem;
 using ckpt::array;
@@ -250,6 +252,35 @@ TEST_CASE("borrowed arrays may change right after staged", "[save][overlap]") {
   CHECK(st.staged_s <= st.committed_s);
   CHECK(st.logical_bytes == w.size() * 4);
   CHECK(st.stored_bytes > 0);
+}
+
+TEST_CASE("a runtime may be let go while its saves finish", "[save][runtime]") {
+  // The save's coroutines hold the runtime; whichever thread drops the last reference (often
+  // the runtime's own pipeline or CPU thread) must not join itself.
+  ckpt::test::temp_dir dir;
+  tree t = tree::dict({{"w", random_leaf(dtype::f32, {64, 1024}, 7)}});
+  for (int i = 0; i < 20; ++i) {
+    ckpt::runtime_options ro;
+    ro.cpu_threads = 1 + i % 2;
+    auto o = small_chunks();
+    o.runtime = ckpt::runtime::create(ro).value();
+    auto h = ckpt::start_save(dir / ("c" + std::to_string(i)), t, {}, std::move(o));
+    if (i % 2 == 0) {
+      REQUIRE(h.wait_committed());  // then handle and runtime go at once
+    }
+  }
+  // The odd saves were let go while running: they still finish and commit.
+  auto committed = [](const fs::path& p) {
+    auto r = ckpt::is_committed(p);
+    return r && r.value();
+  };
+  for (int i = 0; i < 20; ++i) {
+    const auto p = dir / ("c" + std::to_string(i));
+    for (int tries = 0; tries < 500 && !committed(p); ++tries)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE(committed(p));
+    CHECK(ckpt::load_blocking(p).value().tree == t);
+  }
 }
 
 TEST_CASE("shared leaves do not hold up staged", "[save][overlap]") {

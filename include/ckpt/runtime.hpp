@@ -24,12 +24,18 @@ struct runtime_options {
   /// save of borrowed leaves reaches `staged` without waiting for the disk only when its
   /// encoded tree fits in this budget. 0: a quarter of physical memory, at most 8 GiB.
   std::uint64_t staging_budget = 0;
+  /// Nice value of the threads that encode a save after `staged` (a second pool of
+  /// `cpu_threads`), so that they yield the cores to the training step. Capture (before
+  /// `staged`), decoding and verifying run at the process's priority. 0: no change.
+  int cpu_nice = 10;
 };
 
 /// Owns one IO engine, a CPU thread pool, the pipeline thread that runs save/load coroutines
 /// and a pool of staging buffers reused across saves (so that memory is not faulted in anew for
-/// every checkpoint). Thread-safe. Create one per process (or use `global()`); destroy it only
-/// after every save/load it started has completed.
+/// every checkpoint). Thread-safe. Create one per process (or use `global()`). Saves and loads
+/// hold a reference while they run, so dropping yours early is safe; the threads are joined by
+/// whoever drops the last reference (or, when that is one of the runtime's own threads, by a
+/// short-lived thread started for it).
 class runtime {
  public:
   static result<std::shared_ptr<runtime>> create(const runtime_options& options = {});
