@@ -96,7 +96,10 @@ class await_op final : public op {
     auto work = std::move(work_);
     delete this;
     auto ex = work.get_executor();
-    asio::post(ex, [h = std::move(handler), res]() mutable { std::move(h)(res); });
+    // The guard travels with the handler: released here, on the ring's thread, it could race
+    // with the handler letting go of the last reference to the context it guards.
+    asio::post(ex,
+               [h = std::move(handler), w = std::move(work), res]() mutable { std::move(h)(res); });
   }
 
  private:
