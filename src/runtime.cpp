@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <latch>
+#include <memory>
 
 namespace ckpt {
 
@@ -57,15 +58,18 @@ result<std::shared_ptr<runtime>> runtime::create(std::shared_ptr<io::engine> eng
   }
   auto p = std::make_unique<impl>(std::move(engine), threads, budget);
   if (options.cpu_nice != 0) {
-    // One task per thread, held at a latch until every thread has taken one.
-    std::latch all(static_cast<std::ptrdiff_t>(threads));
+    // One task per thread, held at a latch until every thread has taken one. The latch is
+    // shared: a thread may still be inside arrive_and_wait after this one's wait returned, and
+    // a latch on this stack would be gone by then (seen as a background pool stuck forever
+    // when the machine was oversubscribed).
+    auto all = std::make_shared<std::latch>(static_cast<std::ptrdiff_t>(threads));
     for (unsigned i = 0; i < threads; ++i) {
-      boost::asio::post(p->background, [&all, nice = options.cpu_nice] {
+      boost::asio::post(p->background, [all, nice = options.cpu_nice] {
         (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
-        all.arrive_and_wait();
+        all->arrive_and_wait();
       });
     }
-    all.wait();
+    all->wait();
   }
   return std::shared_ptr<runtime>(new runtime(std::move(p)));
 }

@@ -668,6 +668,9 @@ void sharded_save_handle::state::run() {
   coord->turns().wait(ticket);
   result<void> r = guarded([&] { return protocol(); });
   coord->turns().done(ticket);
+  // Dropped before anyone is told: the caller's reference is then the last, so that an MPI
+  // coordinator is destroyed (and MPI finalised) on the caller's thread, not on this one.
+  coord.reset();
   if (!r && r.error().message().find(path.string()) == std::string::npos) {
     r = fail(std::move(r).error().with_context("save " + path.string()));
   }
