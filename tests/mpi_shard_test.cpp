@@ -107,8 +107,9 @@ int load_mode(ckpt::coordinator& c, const fs::path& job, int step) {
     mine = ckpt::fail(ckpt::errc::corrupt, "leaves missing");
   }
   auto all = ckpt::agree(c, mine);
-  if (!all) return fail_with(rank, "load with " + std::to_string(c.size()) + " ranks: " +
-                                       all.error().what());
+  if (!all)
+    return fail_with(rank,
+                     "load with " + std::to_string(c.size()) + " ranks: " + all.error().what());
   if (rank == 0) {
     std::printf("loaded %s with %d ranks: bit-exact\n", step_name(step).c_str(), c.size());
     std::fflush(stdout);
@@ -160,8 +161,8 @@ int check_mode(const fs::path& job, int ack) {
   const std::string name = *latest.value();
   const int step = std::atoi(name.substr(name.find('_') + 1).c_str());
   if (step < ack) {
-    return fail_with(0, "LATEST names " + name + ", older than the acknowledged step " +
-                            std::to_string(ack));
+    return fail_with(
+        0, "LATEST names " + name + ", older than the acknowledged step " + std::to_string(ack));
   }
   const auto globals = ckpt::test::make_globals(static_cast<std::uint64_t>(step));
   auto full = ckpt::load_sharded_full_blocking(job / name);

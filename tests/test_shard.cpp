@@ -14,6 +14,8 @@
 #include <ckpt/store.hpp>
 #include <ckpt/verify.hpp>
 
+#include <boost/json/parse.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -558,3 +560,75 @@ TEST_CASE("sharded loads check the request and find damage", "[shard][load][corr
     CHECK(r.error() == ckpt::errc::corrupt);
   }
 }
+
+#ifdef CKPT_INSPECT_BIN
+namespace {
+// ckpt-inspect's exit code and stdout (stderr discarded).
+std::pair<int, std::string> inspect(const std::string& args) {
+  const std::string cmd = std::string("NO_COLOR=1 '") + CKPT_INSPECT_BIN + "' " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
+    out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+}  // namespace
+
+TEST_CASE("ckpt-inspect shows the sharding of each leaf", "[shard][inspect]") {
+  ckpt::test::temp_dir dir;
+  const auto globals = make_globals(12);
+  const fs::path path = dir / "job" / "step_3";
+  REQUIRE(save_globals(path, 4, globals)[0]);
+  const std::string p = "'" + path.string() + "'";
+
+  auto [rc, text] = inspect("show " + p);
+  INFO(text);
+  CHECK(rc == 0);
+  CHECK_THAT(text, Catch::Contains("sharded checkpoint"));
+  CHECK_THAT(text, Catch::Contains("4 ranks"));
+  CHECK_THAT(text, Catch::Matches("(.|\n)*w +f32 +\\[1001, 64\\].*4 slices on dim 0 \\(ranks "
+                                  "0-3\\)(.|\n)*"));
+  CHECK_THAT(text, Catch::Contains("4 slices on dims 0,1 (ranks 0-3)"));
+  CHECK_THAT(text, Catch::Contains("replicated (rank 0)"));
+  CHECK_THAT(text, Catch::Contains("2 slices on dim 0 (ranks 0-1)"));
+
+  auto [lrc, leaf] = inspect("show " + p + " --leaf opt/m");
+  CHECK(lrc == 0);
+  CHECK_THAT(leaf, Catch::Contains("[64:128, 129:258]"));
+  CHECK_THAT(leaf, Catch::Contains("rank-00003 opt~1m/0"));
+
+  auto [jrc, json] = inspect("show " + p + " --json");
+  CHECK(jrc == 0);
+  auto v = boost::json::parse(json).as_object();
+  CHECK(v.at("sharded").as_bool());
+  CHECK(v.at("ranks").as_array().size() == 4);
+  bool seen = false;
+  for (const auto& l : v.at("leaves").as_array()) {
+    const auto& o = l.as_object();
+    if (o.at("path") != "params/emb") continue;
+    seen = true;
+    CHECK(o.at("split_dims").as_array() == boost::json::array{1});
+    CHECK(o.at("slices").as_array().size() == 4);
+    CHECK(o.at("slices").as_array()[2].as_object().at("offset") == boost::json::array{0, 17, 0});
+  }
+  CHECK(seen);
+
+  auto [vrc, verify] = inspect("verify " + p);
+  CHECK(vrc == 0);
+  auto [list_rc, list] = inspect("list '" + (dir / "job").string() + "' --json");
+  CHECK(list_rc == 0);
+  CHECK(boost::json::parse(list).at("checkpoints").as_array()[0].at("ranks") == 4);
+  auto [drc, diff] = inspect("diff " + p + " " + p);
+  CHECK(drc == 2);
+  CHECK_THAT(diff, Catch::Contains("is a sharded checkpoint (4 ranks)"));
+
+  fs::remove(path / "rank-00002" / "data-00000.bin");
+  auto [brc, bad] = inspect("verify " + p);
+  CHECK(brc == 1);
+  CHECK_THAT(bad, Catch::Contains("rank-00002/data-00000.bin"));
+}
+#endif
