@@ -9,11 +9,13 @@
 #include "support.hpp"
 
 #include <ckpt/coordinator.hpp>
+#include <ckpt/job.hpp>
 #include <ckpt/load.hpp>
 #include <ckpt/shard.hpp>
 #include <ckpt/store.hpp>
 #include <ckpt/verify.hpp>
 
+#include <boost/describe/class.hpp>
 #include <boost/json/parse.hpp>
 
 #include <catch2/catch.hpp>
@@ -632,3 +634,92 @@ TEST_CASE("ckpt-inspect shows the sharding of each leaf", "[shard][inspect]") {
   CHECK_THAT(bad, Catch::Contains("rank-00002/data-00000.bin"));
 }
 #endif
+
+namespace {
+
+struct shard_job_config {
+  int rows = 0;
+};
+BOOST_DESCRIBE_STRUCT(shard_job_config, (), (rows))
+
+// A job whose state is one f32 [rows, 8] array, rows split across its hosts.
+class shard_job : public ckpt::restoreable_job<shard_job_config> {
+ public:
+  using restoreable_job::restoreable_job;
+  std::vector<float> mine;  // this host's rows
+  slice my_slice() const {
+    return ckpt::row_slice({config().rows, 8}, static_cast<int>(spec().cluster.host_index),
+                           static_cast<int>(spec().cluster.host_count));
+  }
+  std::vector<ckpt::sharded_leaf> leaves() {
+    ckpt::sharded_leaf l;
+    l.path = "w";
+    l.dtype = dtype::f32;
+    l.global_shape = {config().rows, 8};
+    const slice s = my_slice();
+    mine.resize(static_cast<std::size_t>(s.extent[0] * 8));
+    l.shards.push_back({s, ckpt::array::borrow(std::span(mine), s.extent).value()});
+    return {l};
+  }
+  boost::asio::awaitable<result<void>> run() override { co_return ckpt::success(); }
+  boost::asio::awaitable<result<void>> restore_from_path(fs::path rel_path) override {
+    auto op = get_sharded_tree_and_metadata_from_path(rel_path, leaves());
+    auto got = co_await std::move(op);
+    if (!got) co_return ckpt::fail(std::move(got).error());
+    co_return ckpt::success();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("jobs of a multi-host run take their hosts from the coordinator", "[shard][job]") {
+  ckpt::test::temp_dir dir;
+  ckpt::execution_spec spec{"proj", "grp", "job", "run-1", {dir.path(), 0, 1}};
+  auto out = run_ranks<std::string>(3, [&](int r, std::shared_ptr<ckpt::coordinator> c) {
+    shard_job job(spec, shard_job_config{10}, c);
+    if (job.spec().cluster.host_index != static_cast<std::uint32_t>(r) ||
+        job.spec().cluster.host_count != 3) {
+      return std::string("hosts not from the coordinator");
+    }
+    if (!job.cleanup_stale()) return std::string("cleanup failed");
+    auto l = job.leaves();
+    const slice s = job.my_slice();
+    for (std::size_t i = 0; i < job.mine.size(); ++i)
+      job.mine[i] = static_cast<float>(s.offset[0] * 8 + static_cast<std::int64_t>(i));
+    auto saved = job.save_sharded_tree_and_metadata_blocking("step_5", l, {{"step", 5}});
+    if (!saved) return "save: " + saved.error().what();
+    auto reg = job.register_latest("step_5");
+    if (!reg) return "register: " + reg.error().what();
+    // LATEST is durable on every host once register_latest returned.
+    auto latest = shard_job::latest(job.spec());
+    if (!latest || !latest.value() || *latest.value() != "step_5") return std::string("LATEST");
+    if (shard_job::checkpoints(job.spec()).value() != std::vector<std::string>{"step_5"}) {
+      return std::string("checkpoints");
+    }
+    if (job.get_metadata_blocking("step_5").value().at("step") != 5) return std::string("meta");
+    return std::string("ok");
+  });
+  for (const auto& o : out)
+    CHECK(o == "ok");
+  // Two hosts resume from it (another host count): each gets its rows back.
+  auto resumed = run_ranks<std::string>(2, [&](int r, std::shared_ptr<ckpt::coordinator> c) {
+    auto caller = spec;
+    caller.cluster.hosts_from(*c);
+    auto got = shard_job::from_checkpoint_blocking<shard_job>("step_5", caller, nullptr, true);
+    if (!got) return "restore: " + got.error().what();
+    auto& job = *got.value().first;
+    job.set_coordinator(c);
+    if (job.spec().cluster.host_index != static_cast<std::uint32_t>(r)) return std::string("host");
+    if (job.config().rows != 10) return std::string("config");
+    auto again = job.get_sharded_tree_and_metadata_blocking("step_5", job.leaves());
+    if (!again) return again.error().what();
+    const slice s = job.my_slice();
+    for (std::size_t i = 0; i < job.mine.size(); ++i) {
+      if (job.mine[i] != static_cast<float>(s.offset[0] * 8 + static_cast<std::int64_t>(i)))
+        return std::string("wrong value");
+    }
+    return std::string("ok");
+  });
+  for (const auto& o : resumed)
+    CHECK(o == "ok");
+}
