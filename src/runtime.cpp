@@ -59,9 +59,7 @@ result<std::shared_ptr<runtime>> runtime::create(std::shared_ptr<io::engine> eng
   auto p = std::make_unique<impl>(std::move(engine), threads, budget);
   if (options.cpu_nice != 0) {
     // One task per thread, held at a latch until every thread has taken one. The latch is
-    // shared: a thread may still be inside arrive_and_wait after this one's wait returned, and
-    // a latch on this stack would be gone by then (seen as a background pool stuck forever
-    // when the machine was oversubscribed).
+    // shared: a worker may still be inside arrive_and_wait after this thread has moved on.
     auto all = std::make_shared<std::latch>(static_cast<std::ptrdiff_t>(threads));
     for (unsigned i = 0; i < threads; ++i) {
       boost::asio::post(p->background, [all, nice = options.cpu_nice] {

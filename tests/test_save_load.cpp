@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -291,6 +292,61 @@ TEST_CASE("shared leaves do not hold up staged", "[save][overlap]") {
   auto h = ckpt::start_save(dir / "c", t, {});
   REQUIRE(h.wait_committed());
   CHECK(ckpt::load_blocking(dir / "c").value().tree == t);
+}
+
+TEST_CASE("shared raw chunks are written from the leaf's own memory, aligned or not",
+          "[save][overlap]") {
+  // Random bytes stay raw; a page-aligned single-leaf chunk of a shared leaf is written
+  // without a copy, a misaligned one through staging. Both must read back bit-exact.
+  ckpt::test::temp_dir dir;
+  const std::size_t n = (3u << 20) + 4096;  // several 256 KiB chunks
+  std::shared_ptr<std::byte> mem(static_cast<std::byte*>(std::aligned_alloc(4096, n + 4096)),
+                                 [](std::byte* p) { std::free(p); });
+  REQUIRE(mem);
+  auto bytes = ckpt::test::random_bytes(n + 4096, 11);
+  std::memcpy(mem.get(), bytes.data(), n + 4096);
+  const auto count = static_cast<std::int64_t>(n / 4);
+  auto aligned = array::share(dtype::f32, {count}, mem, std::span<const std::byte>(mem.get(), n));
+  auto shifted =
+      array::share(dtype::f32, {count}, mem, std::span<const std::byte>(mem.get() + 4, n));
+  REQUIRE(aligned);
+  REQUIRE(shifted);
+  tree t = tree::dict({{"aligned", aligned.value()}, {"shifted", shifted.value()}});
+  auto st = ckpt::save_blocking(dir / "c", t, {}, small_chunks());
+  REQUIRE(st);
+  for (const auto& le : read_index(dir / "c").leaves) {
+    for (const auto& c : le.chunks)
+      CHECK(c.codec == ckpt::format::codec::raw);
+  }
+  CHECK(ckpt::load_blocking(dir / "c").value().tree == t);
+}
+
+TEST_CASE("reserve_staging faults in what a save of the tree takes, within the budget",
+          "[save][runtime]") {
+  ckpt::test::temp_dir dir;
+  tree t = tree::dict({{"a", random_leaf(dtype::f32, {256, 1024}, 3)},   // 1 MiB: 4 chunks
+                       {"b", random_leaf(dtype::f32, {64, 1024}, 4)}});  // 256 KiB: 1 chunk
+  {
+    ckpt::runtime_options ro;
+    ro.staging_budget = 64ull << 20;
+    auto o = small_chunks();
+    o.runtime = ckpt::runtime::create(ro).value();
+    const std::uint64_t got = ckpt::reserve_staging(t, o);
+    CHECK(got >= 5 * (256u << 10));  // one buffer per write unit
+    CHECK(got <= ro.staging_budget);
+    CHECK(ckpt::reserve_staging(tree::dict(), o) == 0);
+    REQUIRE(ckpt::save_blocking(dir / "c", t, {}, o));
+    CHECK(ckpt::load_blocking(dir / "c").value().tree == t);
+  }
+  {
+    ckpt::runtime_options ro;
+    ro.staging_budget = 64ull << 20;  // the floor; a save of a bigger tree must still fit
+    auto o = small_chunks();
+    o.chunk_bytes = 16u << 20;
+    o.runtime = ckpt::runtime::create(ro).value();
+    tree big = tree::dict({{"w", array::zeros(dtype::u8, {96ll << 20}).value()}});  // 6 units
+    CHECK(ckpt::reserve_staging(big, o) <= ro.staging_budget);
+  }
 }
 
 TEST_CASE("corrupt checkpoints are refused with the file and leaf named", "[load][corrupt]") {
