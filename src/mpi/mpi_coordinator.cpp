@@ -1,12 +1,17 @@
-// The MPI coordinator (library ckpt::mpi). Every collective is a blocking MPI call on the
-// coordinator's own communicator; sizes travel first so that gather/broadcast carry byte
-// strings of any length below 2 GiB.
+// The MPI coordinator (library ckpt::mpi). Every collective is a nonblocking MPI call on the
+// coordinator's own communicator, completed by polling with short sleeps: a rank that waits for
+// the others (a sharded save waits for the slowest rank's data) leaves its core to them and to
+// training, where a blocking MPI call would spin on it. Sizes travel first so that
+// gather/broadcast carry byte strings of any length below 2 GiB.
 #include <ckpt/mpi_coordinator.hpp>
 
 #include <mpi.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <mutex>
+#include <thread>
 
 namespace ckpt {
 
@@ -23,6 +28,27 @@ error mpi_error(int code, const std::string& what) {
   MPI_Error_string(code, text, &len);
   return error(errc::collective_failed,
                what + ": " + std::string(text, static_cast<std::size_t>(len)));
+}
+
+// Completes `req`: MPI_Test, then sleeps growing from 20 us to 1 ms between tests (the added
+// latency is at most about a millisecond per collective; a sharded save makes four).
+int wait_for(MPI_Request& req) {
+  auto pause = std::chrono::microseconds(20);
+  for (;;) {
+    int done = 0;
+    if (int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE); rc != MPI_SUCCESS) return rc;
+    if (done) return MPI_SUCCESS;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+  }
+}
+
+// Starts a nonblocking collective (its MPI_I* call as `start`) and waits for it.
+template <class Start>
+int collective(Start&& start) {
+  MPI_Request req = MPI_REQUEST_NULL;
+  if (int rc = start(&req); rc != MPI_SUCCESS) return rc;
+  return wait_for(req);
 }
 
 class mpi_coordinator final : public coordinator {
@@ -47,15 +73,21 @@ class mpi_coordinator final : public coordinator {
   }
 
   result<void> barrier() override {
-    if (int rc = MPI_Barrier(comm_); rc != MPI_SUCCESS) return fail(mpi_error(rc, "MPI_Barrier"));
+    if (int rc = collective([&](MPI_Request* r) { return MPI_Ibarrier(comm_, r); });
+        rc != MPI_SUCCESS) {
+      return fail(mpi_error(rc, "MPI_Ibarrier"));
+    }
     return success();
   }
 
   result<std::string> broadcast(std::string bytes, int root) override {
     CKPT_TRY(check_root(root));
     unsigned long long n = bytes.size();
-    if (int rc = MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_); rc != MPI_SUCCESS) {
-      return fail(mpi_error(rc, "MPI_Bcast (size)"));
+    if (int rc = collective([&](MPI_Request* r) {
+          return MPI_Ibcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_, r);
+        });
+        rc != MPI_SUCCESS) {
+      return fail(mpi_error(rc, "MPI_Ibcast (size)"));
     }
     if (n > INT_MAX) {
       return fail(errc::limit_exceeded, "broadcast of " + std::to_string(n) +
@@ -63,9 +95,11 @@ class mpi_coordinator final : public coordinator {
     }
     if (rank_ != root) bytes.assign(static_cast<std::size_t>(n), '\0');
     if (n > 0) {
-      if (int rc = MPI_Bcast(bytes.data(), static_cast<int>(n), MPI_BYTE, root, comm_);
+      if (int rc = collective([&](MPI_Request* r) {
+            return MPI_Ibcast(bytes.data(), static_cast<int>(n), MPI_BYTE, root, comm_, r);
+          });
           rc != MPI_SUCCESS) {
-        return fail(mpi_error(rc, "MPI_Bcast"));
+        return fail(mpi_error(rc, "MPI_Ibcast"));
       }
     }
     return bytes;
@@ -77,9 +111,12 @@ class mpi_coordinator final : public coordinator {
     // same verdict and none is left waiting in the second collective.
     long long mine = bytes.size() > INT_MAX ? -1 : static_cast<long long>(bytes.size());
     std::vector<long long> sizes(rank_ == root ? static_cast<std::size_t>(size_) : 0);
-    if (int rc = MPI_Gather(&mine, 1, MPI_LONG_LONG, sizes.data(), 1, MPI_LONG_LONG, root, comm_);
+    if (int rc = collective([&](MPI_Request* r) {
+          return MPI_Igather(&mine, 1, MPI_LONG_LONG, sizes.data(), 1, MPI_LONG_LONG, root, comm_,
+                             r);
+        });
         rc != MPI_SUCCESS) {
-      return fail(mpi_error(rc, "MPI_Gather (sizes)"));
+      return fail(mpi_error(rc, "MPI_Igather (sizes)"));
     }
     int ok = 1;
     long long total = 0;
@@ -92,8 +129,10 @@ class mpi_coordinator final : public coordinator {
         total += s < 0 ? 0 : s;
       }
     }
-    if (int rc = MPI_Bcast(&ok, 1, MPI_INT, root, comm_); rc != MPI_SUCCESS) {
-      return fail(mpi_error(rc, "MPI_Bcast (gather verdict)"));
+    if (int rc =
+            collective([&](MPI_Request* r) { return MPI_Ibcast(&ok, 1, MPI_INT, root, comm_, r); });
+        rc != MPI_SUCCESS) {
+      return fail(mpi_error(rc, "MPI_Ibcast (gather verdict)"));
     }
     if (!ok) {
       return fail(errc::limit_exceeded,
@@ -101,10 +140,12 @@ class mpi_coordinator final : public coordinator {
                   "message may hold");
     }
     std::string all(rank_ == root ? static_cast<std::size_t>(total) : 0, '\0');
-    if (int rc = MPI_Gatherv(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, all.data(),
-                             counts.data(), displs.data(), MPI_BYTE, root, comm_);
+    if (int rc = collective([&](MPI_Request* r) {
+          return MPI_Igatherv(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, all.data(),
+                              counts.data(), displs.data(), MPI_BYTE, root, comm_, r);
+        });
         rc != MPI_SUCCESS) {
-      return fail(mpi_error(rc, "MPI_Gatherv"));
+      return fail(mpi_error(rc, "MPI_Igatherv"));
     }
     std::vector<std::string> out;
     if (rank_ == root) {
