@@ -90,8 +90,16 @@ std::vector<sharded_leaf> make_slices(const shard_config& c, int rank, int size)
   return out;
 }
 
-// One rank's part: build, warm up, barrier, timed save. Rank 0 returns the seconds.
-result<double> worker(const shard_config& c, std::shared_ptr<coordinator> coord,
+// One timed save as rank 0 saw it: the total and when each protocol stage ended (seconds).
+struct sample {
+  double seconds = 0;
+  double plan_s = 0;      // plan broadcast
+  double local_s = 0;     // rank 0's own checkpoint committed
+  double gathered_s = 0;  // every rank's manifest at rank 0 (the slowest rank's checkpoint)
+};
+
+// One rank's part: build, warm up, barrier, timed save.
+result<sample> worker(const shard_config& c, std::shared_ptr<coordinator> coord,
                       const std::string& name) {
   auto leaves = make_slices(c, coord->rank(), coord->size());
   // The staging memory of this rank's own checkpoint, faulted in ahead (as a training job
@@ -107,14 +115,15 @@ result<double> worker(const shard_config& c, std::shared_ptr<coordinator> coord,
   const fs::path path = fs::path(c.dir) / name;
   CKPT_TRY(coord->barrier());
   const auto t0 = clock_type::now();
-  CKPT_TRY(save_sharded_blocking(coord, path, std::move(leaves), {{"bench", "shard"}}));
-  const double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+  CKPT_TRY(auto st, save_sharded_blocking(coord, path, std::move(leaves), {{"bench", "shard"}}));
+  const sample out{std::chrono::duration<double>(clock_type::now() - t0).count(), st.plan_s,
+                   st.local_s, st.gathered_s};
   if (coord->rank() == 0) {
     std::error_code ec;
     fs::remove_all(path, ec);
   }
   CKPT_TRY(coord->barrier());
-  return secs;
+  return out;
 }
 
 std::vector<int> parse_list(const std::string& s) {
@@ -177,8 +186,8 @@ std::string quote(const std::string& s) {
   return out + "'";
 }
 
-// One configuration as an MPI job; rank 0's JSON line carries the seconds.
-result<double> run_mpi(const shard_config& c, int ranks, int run) {
+// One configuration as an MPI job; rank 0's JSON line carries the sample.
+result<sample> run_mpi(const shard_config& c, int ranks, int run) {
   const std::string cmd = quote(c.mpirun) + " --oversubscribe --allow-run-as-root -np " +
                           std::to_string(ranks) + " " + quote(self_exe()) + " shard-worker --dir " +
                           quote(c.dir) + " --bytes " + std::to_string(c.bytes) + " --leaves " +
@@ -199,13 +208,15 @@ result<double> run_mpi(const shard_config& c, int ranks, int run) {
   boost::json::error_code ec;
   auto v = boost::json::parse(out.substr(at, out.find('\n', at) - at), ec);
   if (ec) return fail(errc::aborted, "unexpected worker output:\n" + out);
-  return v.at("seconds").to_number<double>();
+  const auto& o = v.as_object();
+  return sample{o.at("seconds").to_number<double>(), o.at("plan_s").to_number<double>(),
+                o.at("local_s").to_number<double>(), o.at("gathered_s").to_number<double>()};
 }
 
 // One configuration as threads of this process.
-result<double> run_threads(const shard_config& c, int ranks, int run) {
+result<sample> run_threads(const shard_config& c, int ranks, int run) {
   auto group = make_local_group(ranks);
-  std::vector<std::optional<result<double>>> out(static_cast<std::size_t>(ranks));
+  std::vector<std::optional<result<sample>>> out(static_cast<std::size_t>(ranks));
   std::vector<std::thread> threads;
   const std::string name = "ckpt-perf-shard-" + std::to_string(ranks) + "-" + std::to_string(run);
   for (int r = 0; r < ranks; ++r) {
@@ -235,7 +246,11 @@ int shard_worker_main(int argc, char** argv) {
                  secs.error().what().c_str());
     return 1;
   }
-  if (coord.value()->rank() == 0) std::printf("{\"seconds\":%.6f}\n", secs.value());
+  if (coord.value()->rank() == 0) {
+    const sample& x = secs.value();
+    std::printf("{\"seconds\":%.6f,\"plan_s\":%.6f,\"local_s\":%.6f,\"gathered_s\":%.6f}\n",
+                x.seconds, x.plan_s, x.local_s, x.gathered_s);
+  }
   coord.value().reset();
   return 0;
 #else
@@ -254,7 +269,8 @@ int shard_main(int argc, char** argv) {
   c.threads = true;
 #endif
   fs::create_directories(c.dir);
-  std::vector<std::vector<double>> gibps(c.ranks.size()), secs(c.ranks.size());
+  std::vector<std::vector<double>> gibps(c.ranks.size()), secs(c.ranks.size()),
+      plan(c.ranks.size()), local(c.ranks.size()), gathered(c.ranks.size()), commit(c.ranks.size());
   for (int run = 0; run < c.runs; ++run) {
     for (std::size_t k = 0; k < c.ranks.size(); ++k) {
       auto s = c.threads ? run_threads(c, c.ranks[k], run) : run_mpi(c, c.ranks[k], run);
@@ -262,11 +278,16 @@ int shard_main(int argc, char** argv) {
         std::fprintf(stderr, "ckpt-perf shard: %s\n", s.error().what().c_str());
         return 1;
       }
-      secs[k].push_back(s.value());
-      gibps[k].push_back(static_cast<double>(c.bytes) / s.value() / gib);
+      const sample& x = s.value();
+      secs[k].push_back(x.seconds);
+      plan[k].push_back(x.plan_s);
+      local[k].push_back(x.local_s);
+      gathered[k].push_back(x.gathered_s);
+      commit[k].push_back(x.seconds - x.gathered_s);
+      gibps[k].push_back(static_cast<double>(c.bytes) / x.seconds / gib);
       if (!c.json) {
         std::fprintf(stderr, "  run %d, %d rank%s: %.3f s, %.3f GiB/s\n", run + 1, c.ranks[k],
-                     c.ranks[k] == 1 ? "" : "s", s.value(), gibps[k].back());
+                     c.ranks[k] == 1 ? "" : "s", x.seconds, gibps[k].back());
       }
     }
   }
@@ -283,7 +304,12 @@ int shard_main(int argc, char** argv) {
     results.push_back(boost::json::object{{"ranks", c.ranks[k]},
                                           {"save_gibps", summarize(gibps[k]).median},
                                           {"save_gibps_spread", to_json(summarize(gibps[k]))},
-                                          {"save_s", summarize(secs[k]).median}});
+                                          {"save_s", summarize(secs[k]).median},
+                                          {"stages",
+                                           {{"plan_s", summarize(plan[k]).median},
+                                            {"rank0_local_s", summarize(local[k]).median},
+                                            {"all_ranks_s", summarize(gathered[k]).median},
+                                            {"global_commit_s", summarize(commit[k]).median}}}});
   }
   boost::json::object j{{"bench", "shard"},
                         {"method", method},
@@ -308,6 +334,11 @@ int shard_main(int argc, char** argv) {
     std::printf("  %d rank%s  %s GiB/s   %.3f s   x%.2f of %d rank%s\n", c.ranks[k],
                 c.ranks[k] == 1 ? " " : "s", describe(s, "%.3f").c_str(), summarize(secs[k]).median,
                 s.median / base, c.ranks[0], c.ranks[0] == 1 ? "" : "s");
+    std::printf(
+        "           stages, s from the barrier: plan %.3f, rank 0's own checkpoint %.3f, "
+        "every rank's %.3f, then the global commit %.3f\n",
+        summarize(plan[k]).median, summarize(local[k]).median, summarize(gathered[k]).median,
+        summarize(commit[k]).median);
   }
   return 0;
 }
