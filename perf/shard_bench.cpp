@@ -1,7 +1,7 @@
 // ckpt-perf shard: sharded save throughput with N ranks against 1 rank, on the same total bytes.
 //
 //   ckpt-perf shard --dir DIR [--bytes 1GiB] [--ranks 1,4] [--leaves 8] [--runs 3] [--json]
-//                   [--mpirun PATH] [--threads]
+//                   [--data-files N (per rank)] [--mpirun PATH] [--threads]
 //
 // Method: the global state is `--leaves` f32 arrays [rows, 1024] of `--bytes` in total
 // (incompressible bytes, stored raw), each split by rows across the ranks (row_slice). Each
@@ -49,6 +49,7 @@ struct shard_config {
   std::uint64_t bytes = 1ull << 30;
   int leaves = 8;
   int runs = 3;
+  unsigned data_files = 0;  // per rank; 0: save_options' default
   std::vector<int> ranks{1, 4};
   bool json = false;
   bool threads = false;
@@ -115,7 +116,10 @@ result<sample> worker(const shard_config& c, std::shared_ptr<coordinator> coord,
   const fs::path path = fs::path(c.dir) / name;
   CKPT_TRY(coord->barrier());
   const auto t0 = clock_type::now();
-  CKPT_TRY(auto st, save_sharded_blocking(coord, path, std::move(leaves), {{"bench", "shard"}}));
+  sharded_save_options so;
+  if (c.data_files) so.local.data_files = c.data_files;
+  CKPT_TRY(auto st,
+           save_sharded_blocking(coord, path, std::move(leaves), {{"bench", "shard"}}, so));
   const sample out{std::chrono::duration<double>(clock_type::now() - t0).count(), st.plan_s,
                    st.local_s, st.gathered_s};
   if (coord->rank() == 0) {
@@ -153,6 +157,8 @@ bool parse_args(int argc, char** argv, shard_config& c, std::string& name) {
       c.bytes = *b;
     } else if (a == "--leaves") {
       c.leaves = std::max(1, std::stoi(next()));
+    } else if (a == "--data-files") {
+      c.data_files = static_cast<unsigned>(std::max(0, std::stoi(next())));
     } else if (a == "--runs") {
       c.runs = std::max(1, std::stoi(next()));
     } else if (a == "--ranks") {
@@ -191,7 +197,8 @@ result<sample> run_mpi(const shard_config& c, int ranks, int run) {
   const std::string cmd = quote(c.mpirun) + " --oversubscribe --allow-run-as-root -np " +
                           std::to_string(ranks) + " " + quote(self_exe()) + " shard-worker --dir " +
                           quote(c.dir) + " --bytes " + std::to_string(c.bytes) + " --leaves " +
-                          std::to_string(c.leaves) + " --name ckpt-perf-shard-" +
+                          std::to_string(c.leaves) + " --data-files " +
+                          std::to_string(c.data_files) + " --name ckpt-perf-shard-" +
                           std::to_string(ranks) + "-" + std::to_string(run) + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return fail(errc::invalid_argument, "cannot run " + c.mpirun);
