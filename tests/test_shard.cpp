@@ -3,6 +3,8 @@
 // loads with 1, 2, 3 and 4 ranks in other slicings, bit-exact against the global arrays; plan
 // errors and a failing rank reach every rank and leave nothing visible; ranged reads read
 // little more than they need; damage is found.
+#include "format/index.hpp"
+#include "format/sharded.hpp"
 #include "io/backend.hpp"
 #include "run_coro.hpp"
 #include "shard_support.hpp"
@@ -731,7 +733,9 @@ std::string readme_sharded(std::shared_ptr<ckpt::coordinator> coord, const std::
   const ckpt::shape global{4096, 1024};
   const ckpt::slice mine = ckpt::row_slice(global, coord->rank(), coord->size());
   std::vector<float> w(static_cast<std::size_t>(mine.extent[0] * 1024), 1.0f);  // my rows
-  ckpt::sharded_leaf leaf{"params/w", ckpt::dtype::f32, global,
+  ckpt::sharded_leaf leaf{"params/w",
+                          ckpt::dtype::f32,
+                          global,
                           {{mine, ckpt::array::borrow(std::span(w), mine.extent).value()}}};
   auto h = ckpt::start_sharded_save(coord, dir + "/run1/step_100", {leaf}, {{"step", 100}});
   if (!h.wait_staged()) return "staged";     // w may change from here on
@@ -756,4 +760,77 @@ TEST_CASE("the README's multi-host example", "[shard][readme]") {
       4, [&](int, std::shared_ptr<ckpt::coordinator> c) { return readme_sharded(c, dir.path()); });
   for (const auto& o : out)
     CHECK(o == "ok");
+}
+
+TEST_CASE("the sharded index parser refuses hostile and inconsistent indexes", "[shard][format]") {
+  namespace f = ckpt::format;
+  f::sharded_index ix;
+  ix.ranks = {{"rank-00000", 200, 1}, {"rank-00001", 201, 2}};
+  f::sharded_leaf_entry le;
+  le.path = "a/w";
+  le.dtype = dtype::f32;
+  le.shape = {4, 2};
+  le.num_bytes = 32;
+  le.slices = {{{{0, 0}, {2, 2}}, 0, "a~1w/0"}, {{{2, 0}, {2, 2}}, 1, "a~1w/0"}};
+  ix.leaves = {le};
+  const std::string good = f::encode_sharded_index(ix);
+  auto parsed = f::parse_sharded_index(good);
+  REQUIRE(parsed);
+  CHECK(f::encode_sharded_index(parsed.value()) == good);
+  CHECK(parsed.value().leaves[0].slices[1].where == f::box{{2, 0}, {2, 2}});
+
+  auto replace = [&](const std::string& from, const std::string& to) {
+    std::string s = good;
+    const auto at = s.find(from);
+    REQUIRE(at != std::string::npos);
+    s.replace(at, from.size(), to);
+    return s;
+  };
+  struct bad {
+    std::string json;
+    const char* says;
+    ckpt::errc code = ckpt::errc::corrupt;
+  };
+  const std::vector<bad> cases = {
+      {replace("[2,0],[2,2]", "[1,0],[2,2]"), "overlap"},
+      {replace("[2,0],[2,2]", "[2,0],[1,2]"), "cover 6 of the 8"},
+      {replace("[2,0],[2,2]", "[3,0],[2,2]"), "not inside"},
+      {replace("[1,\"a~1w/0\"", "[2,\"a~1w/0\""), "there are 2 ranks"},
+      {replace("[2,0],[2,2]", "[2,0,0],[2,2,1]"), "dimensions"},
+      {replace("\"replicated\":false", "\"replicated\":true"), "replicated"},
+      {replace("\"dir\":\"rank-00001\"", "\"dir\":\"../x\""), "plain directory name"},
+      {replace("\"dir\":\"rank-00001\"", "\"dir\":\"rank-00000\""), "appears twice"},
+      {replace("\"version\":[1,0]", "\"version\":[2,0]"), "newer", ckpt::errc::unsupported_version},
+      {replace("\"version\":[1,0]", "\"version\":[1,0],\"extra\":1"), "unknown key"},
+      {replace("\"version\":[1,0]", "\"version\":[1,0],\"ranks\":[]"), "duplicate key"},
+      {replace("\"shape\":[4,2]", "\"shape\":[4.0,2]"), "non-negative integer"},
+      {replace("\"dtype\":\"f32\"", "\"dtype\":\"f31\""), "unknown dtype"},
+      {replace("\"format\":\"ckpt-sharded-index\"", "\"format\":\"ckpt-index\""), "format is"},
+      {replace("\"xxh3\":\"0000000000000001\"", "\"xxh3\":\"1\""), "xxh3"},
+      {replace("{\"path\":\"a/w\"",
+               "{\"path\":\"a/w\",\"dtype\":\"f32\",\"shape\":[4,2],\"replicated\":"
+               "false,\"slices\":[]},{\"path\":\"a\""),
+       "lies below the leaf"},
+      {good.substr(0, good.size() - 3), "malformed JSON"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.json);
+    auto r = f::parse_sharded_index(c.json);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == c.code);
+    CHECK_THAT(r.error().message(), Catch::Contains(c.says));
+  }
+  // The commit marker round-trips and a plain COMMIT is told apart.
+  f::sharded_commit cm;
+  cm.index_bytes = 10;
+  cm.ranks = 2;
+  cm.has_job = true;
+  const std::string text = f::encode_sharded_commit(cm);
+  CHECK(f::is_sharded_commit_text(text));
+  auto back = f::parse_sharded_commit(text);
+  REQUIRE(back);
+  CHECK(back.value().ranks == 2);
+  CHECK(back.value().has_job);
+  CHECK_FALSE(f::is_sharded_commit_text(f::encode_commit({})));
+  CHECK_FALSE(f::parse_sharded_commit(f::encode_commit({})));
 }
