@@ -42,6 +42,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
@@ -352,12 +353,13 @@ std::string sharded_save_handle::state::make_plan(const std::vector<std::string>
   // assign[r]: (leaf index in rank r's list, slice index) pairs that rank r writes.
   std::vector<boost::json::array> assign(static_cast<std::size_t>(n));
   std::unordered_map<std::string, std::size_t> by_path;
-  struct slot {
-    format::box where;
-    int rank;
+  // Per global leaf: the regions already placed (a region several ranks hold is written once,
+  // by the lowest of them) and how many slices each rank writes (its local leaf numbers).
+  struct placed {
+    std::set<std::pair<ckpt::shape, ckpt::shape>> regions;
+    std::unordered_map<int, std::size_t> per_rank;
   };
-  std::vector<std::vector<slot>> slots;
-  std::vector<std::vector<std::size_t>> per_rank_count;  // [leaf][rank] slices written
+  std::vector<placed> slots;
   for (int r = 0; r < n; ++r) {
     auto m = parse_message(descriptions[static_cast<std::size_t>(r)], "plan");
     if (!m) return error_message(m.error());
@@ -383,7 +385,6 @@ std::string sharded_save_handle::state::make_plan(const std::vector<std::string>
         le.num_bytes = byte_size(le.dtype, le.shape).value();
         ix.leaves.push_back(std::move(le));
         slots.emplace_back();
-        per_rank_count.emplace_back(static_cast<std::size_t>(n), 0);
       }
       auto& le = ix.leaves[it->second];
       if (le.dtype != dt.value() || le.shape != sh.value() || le.replicated != replicated) {
@@ -402,12 +403,8 @@ std::string sharded_save_handle::state::make_plan(const std::vector<std::string>
         if (!off || !ext) return error_message(error(errc::collective_failed, "plan: bad slice"));
         format::box b{off.value(), ext.value()};
         auto& ss = slots[it->second];
-        // A slice several ranks hold (identical region) is written by the lowest of them.
-        const bool dup =
-            std::any_of(ss.begin(), ss.end(), [&](const slot& x) { return x.where == b; });
-        if (!dup) {
-          ss.push_back({b, r});
-          auto& cnt = per_rank_count[it->second][static_cast<std::size_t>(r)];
+        if (ss.regions.emplace(b.offset, b.extent).second) {  // ranks ascend: the lowest wins
+          auto& cnt = ss.per_rank[r];
           le.slices.push_back({b, static_cast<std::uint32_t>(r), local_leaf_path(path, cnt++)});
           assign[static_cast<std::size_t>(r)].push_back(boost::json::array{li, si});
         }
@@ -838,6 +835,53 @@ struct region_copy {
   }
 };
 
+// The saved slices of one leaf that may overlap a region: sorted along the dimension where
+// they have the most distinct offsets (the slicing dimension), so a lookup is a binary search
+// plus the overlapping neighbours, not a scan of every rank's slice.
+class slice_finder {
+ public:
+  explicit slice_finder(const format::sharded_leaf_entry& le) : le_(le) {
+    order_.resize(le.slices.size());
+    for (std::size_t i = 0; i < order_.size(); ++i)
+      order_[i] = i;
+    if (le.shape.empty() || order_.size() < 16) return;  // a scan is as good
+    std::size_t best_distinct = 0;
+    for (std::size_t d = 0; d < le.shape.size(); ++d) {
+      std::set<std::int64_t> offs;
+      for (const auto& sl : le.slices)
+        offs.insert(sl.where.offset[d]);
+      if (offs.size() > best_distinct) dim_ = d, best_distinct = offs.size();
+    }
+    std::sort(order_.begin(), order_.end(), [&](std::size_t a, std::size_t b) {
+      return le.slices[a].where.offset[dim_] < le.slices[b].where.offset[dim_];
+    });
+    for (const auto& sl : le.slices)
+      max_extent_ = std::max(max_extent_, sl.where.extent[dim_]);
+    sorted_ = true;
+  }
+  template <class F>
+  void for_each_candidate(const format::box& t, F&& f) const {
+    if (!sorted_) {
+      for (auto i : order_)
+        f(le_.slices[i]);
+      return;
+    }
+    const std::int64_t lo = t.offset[dim_] - max_extent_ + 1, hi = t.offset[dim_] + t.extent[dim_];
+    auto first = std::lower_bound(
+        order_.begin(), order_.end(), lo,
+        [&](std::size_t i, std::int64_t v) { return le_.slices[i].where.offset[dim_] < v; });
+    for (auto it = first; it != order_.end() && le_.slices[*it].where.offset[dim_] < hi; ++it)
+      f(le_.slices[*it]);
+  }
+
+ private:
+  const format::sharded_leaf_entry& le_;
+  std::vector<std::size_t> order_;
+  std::size_t dim_ = 0;
+  std::int64_t max_extent_ = 0;
+  bool sorted_ = false;
+};
+
 // What one rank's checkpoint must deliver.
 struct rank_reads {
   std::uint32_t rank = 0;
@@ -950,11 +994,13 @@ asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtim
   for (std::size_t k = 0; k < kept.size(); ++k) {
     const auto& le = ix.leaves[kept_index[k]];
     const std::size_t es = dtype_size(le.dtype);
+    const slice_finder finder(le);
     for (auto& s : kept[k].shards) {
       const format::box t = to_box(s.where);
-      for (const auto& saved : le.slices) {
+      if (!box_nonempty(t)) continue;
+      finder.for_each_candidate(t, [&](const format::slice_entry& saved) {
         format::box i;
-        if (!box_nonempty(saved.where) || !box_intersect(t, saved.where, i)) continue;
+        if (!box_nonempty(saved.where) || !box_intersect(t, saved.where, i)) return;
         auto copy =
             std::make_shared<region_copy>(i, saved.where, t, es, s.data.mutable_bytes().data());
         auto& rr = by_rank[saved.rank];
@@ -970,7 +1016,7 @@ asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtim
         };
         rr.reads.push_back(std::move(r));
         rr.copies.push_back(std::move(copy));
-      }
+      });
     }
   }
   std::vector<rank_reads*> todo;

@@ -834,3 +834,54 @@ TEST_CASE("the sharded index parser refuses hostile and inconsistent indexes", "
   CHECK_FALSE(f::is_sharded_commit_text(f::encode_commit({})));
   CHECK_FALSE(f::parse_sharded_commit(f::encode_commit({})));
 }
+
+TEST_CASE("many ranks: 20 save in rows and a 4 x 5 grid, 3 load in columns", "[shard][load]") {
+  ckpt::test::temp_dir dir;
+  const fs::path path = dir / "many";
+  std::vector<ckpt::test::global_leaf> globals = {
+      {"rows", dtype::f32, {1001, 64}, ckpt::test::random_bytes(1001 * 64 * 4, 31)},
+      {"grid", dtype::u16, {40, 50}, ckpt::test::random_bytes(40 * 50 * 2, 32)},
+  };
+  auto grid_slice = [](const ckpt::shape& g, int r) {
+    const slice a = ckpt::row_slice(g, r / 5, 4), b = ckpt::slice_along(g, 1, r % 5, 5);
+    return slice{{a.offset[0], b.offset[1]}, {a.extent[0], b.extent[1]}};
+  };
+  auto saved = run_ranks<result<ckpt::sharded_save_stats>>(
+      20, [&](int r, std::shared_ptr<ckpt::coordinator> c) {
+        std::vector<ckpt::sharded_leaf> mine;
+        for (const auto& g : globals) {
+          const slice s =
+              g.path == "rows" ? ckpt::row_slice(g.shape, r, 20) : grid_slice(g.shape, r);
+          mine.push_back({g.path,
+                          g.dtype,
+                          g.shape,
+                          {{s, ckpt::test::owned(g.dtype, s.extent, ckpt::test::extract(g, s))}}});
+        }
+        ckpt::sharded_save_options so;
+        so.local.chunk_bytes = 4096;
+        return ckpt::save_sharded_blocking(c, path, std::move(mine), {}, so);
+      });
+  for (const auto& s : saved)
+    REQUIRE(s);
+  CHECK(ckpt::read_sharded_info(path).value().leaves[1].slices.size() == 20);
+  for (int r = 0; r < 3; ++r) {
+    std::vector<ckpt::sharded_leaf> want;
+    for (const auto& g : globals)
+      want.push_back(
+          ckpt::sharded_leaf::spec(g.path, g.dtype, g.shape, {ckpt::slice_along(g.shape, 1, r, 3)})
+              .value());
+    auto got = ckpt::load_sharded_blocking(path, want);
+    REQUIRE(got);
+    CHECK(ckpt::test::compare(globals, got.value().leaves) == "");
+  }
+  // An odd region across many saved slices of the grid, and a single row of the rows.
+  const std::vector<std::pair<std::size_t, slice>> regions = {{1, slice{{7, 3}, {29, 41}}},
+                                                              {0, slice{{500, 0}, {1, 64}}}};
+  for (const auto& [leaf, t] : regions) {
+    const auto& g = globals[leaf];
+    auto got = ckpt::load_sharded_blocking(
+        path, {ckpt::sharded_leaf::spec(g.path, g.dtype, g.shape, {t}).value()});
+    REQUIRE(got);
+    CHECK(ckpt::test::compare(globals, got.value().leaves) == "");
+  }
+}
