@@ -2,8 +2,8 @@
 // of durable steps. Everything below runs as coroutines on the runtime's pipeline thread (one
 // thread: no locks needed for pipeline state), except `capture_unit` (on the CPU pool) and
 // `encode_unit` (on the background pool, niced), which touch only their own unit and staging
-// buffer. A unit's life: capture (borrowed/owned leaves; all units at once, so that `staged`
-// costs about a memcpy) -> encode in place -> O_DIRECT write -> buffer back to the pool.
+// buffer. A unit's life: capture (borrowed/owned leaves, in unit order, so `staged` costs about
+// a memcpy) -> encode in place -> O_DIRECT write -> buffer back to the pool.
 #include "detail/async.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
@@ -103,6 +103,10 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   std::uint64_t file_budget = std::numeric_limits<std::uint64_t>::max();
   std::vector<std::string> created;  // names created inside the temporary directory
   std::unique_ptr<detail::async_budget> encode_slots;
+  std::unique_ptr<detail::async_budget> capture_slots;
+  // Someone may be waiting for `staged` (start_save): capture on every CPU thread. A save whose
+  // caller waits only for the commit streams instead: captures leave a core to the encoders.
+  bool staged_first = true;
   std::uint64_t slab_bytes = 0;
 
   double since_start() const {
@@ -379,14 +383,16 @@ asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
   auto& rti_ = rti();
   const std::uint64_t slab = slab_bytes;
   unit& un = units[u];
-  // 1. Capture (borrowed/owned bytes): a plain copy into the staging buffer, all units at
-  //    once on the CPU pool, so that `staged` costs about a memcpy of the tree.
+  // 1. Capture (borrowed/owned bytes): a plain copy into the staging buffer, in unit order on
+  //    the CPU pool (capture_slots: all its threads, or all but one; see staged_first).
   if (un.needs_capture) {
     std::optional<result<void>> cap;
+    co_await capture_slots->acquire(1);
     if (!failure) {
       co_await asio::co_spawn(rti_.pool, detail::store_into(&cap, capture_unit(u, buf)),
                               asio::use_awaitable);
     }
+    capture_slots->release(1);
     if (--capture_left == 0) {
       {
         std::lock_guard l(stats_mutex);
@@ -465,6 +471,9 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   auto& rti_ = rti();
   slab_bytes = save_slab_bytes(options.chunk_bytes);
   encode_slots = std::make_unique<detail::async_budget>(std::max(2u, rt->cpu_threads() * 2));
+  const unsigned threads = rt->cpu_threads();
+  capture_slots =
+      std::make_unique<detail::async_budget>(staged_first ? threads : std::max(1u, threads - 1));
   if (testing::planted("fsync_before_write")) {  // test builds only: a deliberate bug
     co_await prepared.wait_async();
     for (auto& f : data_files)
@@ -690,9 +699,11 @@ asio::awaitable<void> run_owned(std::shared_ptr<save_handle::state> s) {
 }
 }  // namespace
 
-save_handle start_save(std::filesystem::path path, const tree& t, boost::json::object metadata,
-                       save_options options) {
+namespace {
+save_handle start(std::filesystem::path path, const tree& t, boost::json::object metadata,
+                  save_options options, bool staged_first) {
   auto s = std::make_shared<save_handle::state>();
+  s->staged_first = staged_first;
   s->rt = runtime_or_global(options.runtime);
   s->path = std::filesystem::absolute(path).lexically_normal();
   if (!s->path.has_filename() && s->path.has_parent_path()) s->path = s->path.parent_path();
@@ -720,6 +731,12 @@ save_handle start_save(std::filesystem::path path, const tree& t, boost::json::o
   auto ex = s->rt->executor();
   asio::co_spawn(ex, run_owned(s), asio::detached);
   return save_handle(s);
+}
+}  // namespace
+
+save_handle start_save(std::filesystem::path path, const tree& t, boost::json::object metadata,
+                       save_options options) {
+  return start(std::move(path), t, std::move(metadata), std::move(options), true);
 }
 
 asio::awaitable<result<void>> save_handle::staged() const {
@@ -753,14 +770,14 @@ const std::filesystem::path& save_handle::path() const noexcept {
 
 asio::awaitable<result<save_stats>> save(std::filesystem::path path, const tree& t,
                                          boost::json::object metadata, save_options options) {
-  auto h = start_save(std::move(path), t, std::move(metadata), std::move(options));
+  auto h = start(std::move(path), t, std::move(metadata), std::move(options), false);
   CKPT_CO_TRY(co_await h.committed());
   co_return h.stats();
 }
 
 result<save_stats> save_blocking(std::filesystem::path path, const tree& t,
                                  boost::json::object metadata, save_options options) {
-  auto h = start_save(std::move(path), t, std::move(metadata), std::move(options));
+  auto h = start(std::move(path), t, std::move(metadata), std::move(options), false);
   CKPT_TRY(h.wait_committed());
   return h.stats();
 }
