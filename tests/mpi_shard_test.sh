@@ -101,7 +101,7 @@ case "$mode" in
     done
     # Random times: one random rank killed while saves run back to back.
     random=${RANDOM_KILLS:-6}
-    max_delay=${MAX_DELAY_MS:-800}
+    max_delay=${MAX_DELAY_MS:-500}
     interrupted=0
     for ((k = 1; k <= random; k++)); do
       pids="$work/pids"
