@@ -4,6 +4,7 @@
 #pragma once
 
 #include "format/index.hpp"
+#include "format/sharded.hpp"
 
 #include <ckpt/error.hpp>
 #include <ckpt/verify.hpp>
@@ -22,13 +23,21 @@ struct checkpoint_files {
   std::optional<format::index> index;           ///< index.json matched COMMIT and parsed
   std::optional<boost::json::object> metadata;  ///< metadata.json matched COMMIT and parsed
   std::optional<boost::json::object> job;       ///< job.json, when recorded, matched and parsed
+  /// A sharded checkpoint's COMMIT and sharded-index.json (instead of commit and index).
+  std::optional<format::sharded_commit> sharded_commit;
+  std::optional<format::sharded_index> sharded_index;
   std::vector<verify_problem> problems;
 
-  /// A checkpoint by FORMAT.md's definition (and its index parses).
-  bool committed() const noexcept { return commit && index && metadata && problems.empty(); }
+  /// A checkpoint by FORMAT.md's definition (and its index parses): an ordinary one, or a
+  /// sharded one (whose rank checkpoints are not looked at here).
+  bool committed() const noexcept {
+    return ((commit && index) || (sharded_commit && sharded_index)) && metadata && problems.empty();
+  }
+  bool sharded() const noexcept { return sharded_commit.has_value(); }
 };
 
-/// Reads and checks the small files of the checkpoint directory `dir`. Fails only when `dir`
+/// Reads and checks the small files of the checkpoint directory `dir` (for a sharded checkpoint:
+/// its COMMIT, metadata.json, job.json and sharded-index.json). Fails only when `dir`
 /// cannot be opened (errc::not_found when missing); every other problem is recorded.
 result<checkpoint_files> read_checkpoint_files(const std::filesystem::path& dir);
 

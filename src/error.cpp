@@ -41,6 +41,8 @@ class category final : public std::error_category {
         return "IO backend unavailable";
       case errc::aborted:
         return "aborted after an earlier failure";
+      case errc::collective_failed:
+        return "collective operation failed";
     }
     return "unknown ckpt error " + std::to_string(v);
   }

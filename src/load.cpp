@@ -1,9 +1,12 @@
 // The load pipeline: validate everything (commit marker, index, template, data file sizes)
 // before touching the caller's memory, then read aligned extents through the engine, verify
 // each chunk's checksum and decode it straight into its destination on the CPU pool.
+#include "checkpoint_files.hpp"
 #include "detail/async.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
+#include "format/sharded.hpp"
+#include "load_ranges.hpp"
 #include "runtime_impl.hpp"
 
 #include <ckpt/load.hpp>
@@ -45,6 +48,8 @@ struct open_checkpoint {
   std::string where;  // the checkpoint path, for messages
   io::file dir;       // the checkpoint directory
   format::commit_marker commit;
+  std::uint64_t commit_bytes = 0;  // the COMMIT file's size and checksum
+  std::uint64_t commit_xxh3 = 0;
 };
 
 // Reads a whole small file (<= cap bytes) relative to dir_fd into a string with parse padding.
@@ -128,6 +133,8 @@ asio::awaitable<result<open_checkpoint>> open_dir(io::engine& io, const std::fil
     }
     co_return fail(text.error());
   }
+  ck.commit_bytes = text.value().size();
+  ck.commit_xxh3 = format::checksum(std::as_bytes(std::span(text.value())));
   text.value().reserve(text.value().size() + format::parse_padding);
   auto cm = format::parse_commit(text.value());
   if (!cm) {
@@ -189,10 +196,14 @@ asio::awaitable<result<checkpoint_files>> open_all(io::engine& io, const std::fi
   co_return cf;
 }
 
-// Where one leaf of the checkpoint goes.
+// Where one leaf of the checkpoint goes: its chunks decoded into `dest`, or (ranged reads)
+// chunks [first_chunk, end_chunk) handed to `sink`.
 struct target {
   std::uint32_t leaf;
   std::span<std::byte> dest;
+  std::uint32_t first_chunk = 0;
+  std::uint32_t end_chunk = UINT32_MAX;
+  const detail::range_read* sink = nullptr;
 };
 
 // Matches a template against the checkpoint. Fills `targets` and `result_leaves` (template
@@ -342,6 +353,24 @@ struct reader : std::enable_shared_from_this<reader> {
       std::uint64_t raw_off = 0;
       for (std::uint32_t k = 0; k < ci; ++k)
         raw_off += le.chunks[k].raw_size;
+      if (t.sink) {
+        if (c.codec == format::codec::raw) {
+          t.sink->sink(raw_off, stored);
+          continue;
+        }
+        thread_local std::vector<std::byte> scratch;
+        try {
+          if (scratch.size() < c.raw_size) scratch.resize(c.raw_size);
+        } catch (const std::bad_alloc&) {
+          return fail(errc::limit_exceeded,
+                      where_chunk() + ": cannot allocate " + std::to_string(c.raw_size) + " bytes");
+        }
+        std::span<std::byte> raw(scratch.data(), c.raw_size);
+        auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype), raw);
+        if (!r) return fail(std::move(r).error().with_context(where_chunk()));
+        t.sink->sink(raw_off, raw);
+        continue;
+      }
       auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype),
                                     t.dest.subspan(raw_off, c.raw_size));
       if (!r) return fail(std::move(r).error().with_context(where_chunk()));
@@ -419,7 +448,9 @@ void plan_extents(const format::index& ix, const std::vector<target>& targets,
   std::map<std::uint32_t, std::vector<ref>> by_file;
   for (std::uint32_t ti = 0; ti < targets.size(); ++ti) {
     const auto& le = ix.leaves[targets[ti].leaf];
-    for (std::uint32_t ci = 0; ci < le.chunks.size(); ++ci) {
+    const std::uint32_t end = std::min<std::uint32_t>(targets[ti].end_chunk,
+                                                      static_cast<std::uint32_t>(le.chunks.size()));
+    for (std::uint32_t ci = targets[ti].first_chunk; ci < end; ++ci) {
       const auto& c = le.chunks[ci];
       by_file[c.file].push_back({c.offset, c.offset + c.stored_size, ti, ci});
     }
@@ -493,31 +524,52 @@ asio::awaitable<result<void>> read_targets(std::shared_ptr<runtime> rt, const ch
   co_return status;
 }
 
+// Every data file exists with the size the index records (checked before any destination
+// memory is allocated: a claimed 1 TiB leaf over a small file costs nothing).
+asio::awaitable<result<void>> check_data_files(io::engine& io, const checkpoint_files& cf) {
+  for (const auto& fe : cf.ix.files) {
+    auto st = co_await io.statx(cf.ck.dir.fd, fe.name, AT_SYMLINK_NOFOLLOW);
+    const std::string label = cf.ck.where + "/" + fe.name;
+    if (!st) {
+      if (st.error() == std::errc::no_such_file_or_directory) {
+        co_return fail(errc::corrupt, label + " is missing");
+      }
+      co_return fail(std::move(st).error().with_context("stat " + label));
+    }
+    if (st.value().stx_size != fe.size) {
+      co_return fail(errc::corrupt, label + " is " + std::to_string(st.value().stx_size) +
+                                        " bytes, the index says " + std::to_string(fe.size) +
+                                        (st.value().stx_size < fe.size ? " (truncated)" : ""));
+    }
+  }
+  co_return success();
+}
+
+// A failure to open `path` as an ordinary checkpoint, explained when it is a sharded one.
+error explain_sharded(const std::filesystem::path& path, error e) {
+  if (e != errc::not_committed && e != errc::corrupt) return e;
+  auto cf = detail::read_checkpoint_files(path);
+  if (!cf || !cf.value().sharded_commit) return e;
+  return error(errc::invalid_argument,
+               path.string() + " is a sharded checkpoint (" +
+                   std::to_string(cf.value().sharded_commit->ranks) +
+                   " ranks): load it with load_sharded or load_sharded_full (ckpt/shard.hpp)");
+}
+
 asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt,
                                                      std::filesystem::path path, const tree* tmpl,
                                                      std::string subtree, bool want_subtree,
                                                      load_options opt) {
   auto& io = rt->io();
-  CKPT_CO_TRY(checkpoint_files cf, co_await open_all(io, path, true));
+  auto opened = co_await open_all(io, path, true);
+  if (!opened) co_return fail(explain_sharded(path, std::move(opened).error()));
+  checkpoint_files cf = std::move(opened).value();
   auto close_dir = [&]() -> asio::awaitable<void> { (void)co_await io.close(cf.ck.dir); };
-  // Every data file exists with the size the index records before any destination memory is
-  // allocated: a claimed 1 TiB leaf over a small file costs nothing (memory stays bounded).
-  for (const auto& fe : cf.ix.files) {
-    auto st = co_await io.statx(cf.ck.dir.fd, fe.name, AT_SYMLINK_NOFOLLOW);
-    const std::string label = cf.ck.where + "/" + fe.name;
-    result<void> bad = success();
-    if (!st) {
-      bad = st.error() == std::errc::no_such_file_or_directory
-                ? result<void>(fail(errc::corrupt, label + " is missing"))
-                : result<void>(fail(std::move(st).error().with_context("stat " + label)));
-    } else if (st.value().stx_size != fe.size) {
-      bad = fail(errc::corrupt, label + " is " + std::to_string(st.value().stx_size) +
-                                    " bytes, the index says " + std::to_string(fe.size) +
-                                    (st.value().stx_size < fe.size ? " (truncated)" : ""));
-    }
-    if (!bad) {
+  {
+    auto sizes = co_await check_data_files(io, cf);
+    if (!sizes) {
       co_await close_dir();
-      co_return fail(std::move(bad).error());
+      co_return fail(std::move(sizes).error());
     }
   }
   std::vector<target> targets;
@@ -604,14 +656,126 @@ result<tree> load_subtree_blocking(std::filesystem::path path, std::string subtr
 }
 
 namespace {
+// The small files of an ordinary checkpoint, or of a sharded one (metadata and job only; its
+// COMMIT and sharded index checked, read synchronously: they are small).
 asio::awaitable<result<checkpoint_files>> open_meta(std::shared_ptr<runtime> rt,
                                                     std::filesystem::path path, bool with_index) {
   auto& io = rt->io();
-  CKPT_CO_TRY(checkpoint_files cf, co_await open_all(io, path, with_index));
+  auto opened = co_await open_all(io, path, with_index);
+  if (!opened) {
+    if (opened.error() != errc::not_committed && opened.error() != errc::corrupt) {
+      co_return fail(std::move(opened).error());
+    }
+    auto sf = detail::read_checkpoint_files(path);
+    if (!sf || !sf.value().sharded_commit) co_return fail(std::move(opened).error());
+    if (!sf.value().committed()) co_return fail(detail::first_problem(path, sf.value()));
+    checkpoint_files cf;
+    cf.ck.where = path.string();
+    cf.metadata = std::move(*sf.value().metadata);
+    cf.job = std::move(sf.value().job);
+    co_return cf;
+  }
+  checkpoint_files cf = std::move(opened).value();
   (void)co_await io.close(cf.ck.dir);
   co_return cf;
 }
+
+// A validated checkpoint and the targets of a set of ranged reads.
+struct ranged_state {
+  checkpoint_files cf;
+  std::vector<target> targets;
+};
+
 }  // namespace
+
+namespace detail {
+
+struct ranged_checkpoint {
+  ranged_state s;
+};
+
+asio::awaitable<result<std::shared_ptr<ranged_checkpoint>>> open_for_ranges(
+    std::shared_ptr<runtime> rt, std::filesystem::path dir, std::optional<expected_commit> commit,
+    const std::vector<range_read>& reads) {
+  auto& io = rt->io();
+  CKPT_CO_TRY(::ckpt::checkpoint_files cf, co_await open_all(io, dir, true));
+  auto out = std::make_shared<ranged_checkpoint>();
+  out->s.cf = std::move(cf);
+  auto& c = out->s.cf;
+  result<void> ok = co_await check_data_files(io, c);
+  if (ok && commit && (commit->bytes != c.ck.commit_bytes || commit->xxh3 != c.ck.commit_xxh3)) {
+    ok = fail(errc::corrupt, c.ck.where + "/COMMIT is " + std::to_string(c.ck.commit_bytes) +
+                                 " bytes with checksum " + format::checksum_hex(c.ck.commit_xxh3) +
+                                 ", the sharded index records " + std::to_string(commit->bytes) +
+                                 " bytes with " + format::checksum_hex(commit->xxh3) +
+                                 " (a rank directory from another save?)");
+  }
+  if (ok) {
+    std::unordered_map<std::string_view, std::uint32_t> by_path;
+    for (std::uint32_t i = 0; i < c.ix.leaves.size(); ++i)
+      by_path.emplace(c.ix.leaves[i].path, i);
+    for (const auto& rr : reads) {
+      auto it = by_path.find(rr.leaf);
+      if (it == by_path.end()) {
+        ok = fail(errc::corrupt, c.ck.where + ": leaf \"" + rr.leaf +
+                                     "\" is missing (the sharded index places a slice there)");
+        break;
+      }
+      const auto& le = c.ix.leaves[it->second];
+      if (le.dtype != rr.dtype || le.shape != rr.shape) {
+        ok = fail(errc::corrupt, c.ck.where + ": leaf \"" + rr.leaf + "\" is " +
+                                     std::string(dtype_name(le.dtype)) + shape_to_string(le.shape) +
+                                     ", the sharded index says " +
+                                     std::string(dtype_name(rr.dtype)) + shape_to_string(rr.shape));
+        break;
+      }
+      if (rr.begin > rr.end || rr.end > le.num_bytes) {
+        ok = fail(errc::invalid_argument, c.ck.where + ": leaf \"" + rr.leaf + "\": byte range " +
+                                              std::to_string(rr.begin) + ".." +
+                                              std::to_string(rr.end) + " is not inside it");
+        break;
+      }
+      // The chunks whose raw range overlaps [begin, end).
+      target t{it->second, {}, 0, 0, &rr};
+      std::uint64_t pos = 0;
+      std::uint32_t first = UINT32_MAX, end = 0;
+      for (std::uint32_t ci = 0; ci < le.chunks.size(); ++ci) {
+        const std::uint64_t next = pos + le.chunks[ci].raw_size;
+        if (next > rr.begin && pos < rr.end) {
+          if (first == UINT32_MAX) first = ci;
+          end = ci + 1;
+        }
+        if (pos >= rr.end) break;
+        pos = next;
+      }
+      if (first == UINT32_MAX) continue;  // an empty range
+      t.first_chunk = first;
+      t.end_chunk = end;
+      out->s.targets.push_back(t);
+    }
+  }
+  (void)co_await io.close(c.ck.dir);
+  c.ck.dir.fd = -1;
+  if (!ok) co_return fail(std::move(ok).error());
+  co_return out;
+}
+
+asio::awaitable<result<void>> read_ranges(std::shared_ptr<runtime> rt,
+                                          std::shared_ptr<ranged_checkpoint> ck,
+                                          const std::vector<range_read>&, load_options options) {
+  auto& io = rt->io();
+  auto& c = ck->s.cf;
+  // (Opened again: validation closed it so that many checkpoints can be validated at once.)
+  auto d = co_await io.open(AT_FDCWD, c.ck.where, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!d) co_return fail(std::move(d).error().with_context("open checkpoint " + c.ck.where));
+  c.ck.dir = d.value();
+  auto r = co_await read_targets(rt, c, ck->s.targets, options);
+  (void)co_await io.close(c.ck.dir);
+  c.ck.dir.fd = -1;
+  co_return r;
+}
+
+}  // namespace detail
 
 asio::awaitable<result<boost::json::object>> load_metadata(std::filesystem::path path) {
   auto rt = runtime::global();
@@ -634,6 +798,7 @@ result<boost::json::object> load_job_blocking(std::filesystem::path path) {
 }
 
 result<bool> is_committed(std::filesystem::path path) {
+  // (open_meta accepts sharded checkpoints too: their COMMIT and sharded index are checked.)
   auto rt = runtime::global();
   auto cf = detail::run_blocking(rt->executor(), open_meta(rt, std::move(path), true));
   if (cf) return true;

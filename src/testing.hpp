@@ -9,7 +9,9 @@
 //    LATEST.tmp is renamed over LATEST before its contents were fsynced).
 //  - kill_point(name): env CKPT_KILL_POINT=name[:n] raises SIGKILL at the n-th (default first)
 //    time the process passes that point: after_data_fsync, after_commit_marker, after_rename
-//    (save.cpp), after_latest_tmp (store_io.cpp).
+//    (save.cpp), after_latest_tmp (store_io.cpp), and the sharded save's (shard.cpp):
+//    shard_after_plan, shard_after_local_commit, shard_after_manifest (any rank),
+//    shard_before_commit_marker, shard_after_commit_marker, shard_after_rename (rank 0).
 //  - fs events: store_io.cpp's plain POSIX calls (LATEST, DONE, retention) report each
 //    successful mutation to an observer, so that a recording test sees them beside the io
 //    engine's ops (which it records with a wrapping backend).

@@ -9,6 +9,7 @@
 #include "format/index.hpp"
 #include "runtime_impl.hpp"
 
+#include <ckpt/shard.hpp>
 #include <ckpt/verify.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -24,6 +25,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 
 namespace ckpt {
 
@@ -141,6 +143,60 @@ std::optional<std::string> read_checked(int dir_fd, std::string_view name, std::
   return text;
 }
 
+// The small files of a sharded checkpoint, recorded in its COMMIT.
+void read_sharded_files(int dir_fd, const std::string& commit_text, checkpoint_files& cf) {
+  auto& problems = cf.problems;
+  const std::string commit_name(format::commit_file);
+  auto cm = format::parse_sharded_commit(commit_text);
+  if (!cm) {
+    problems.push_back(
+        {commit_name, {}, -1, -1, without_prefix(commit_name, cm.error().message())});
+    return;
+  }
+  cf.sharded_commit = cm.value();
+  const auto& c = *cf.sharded_commit;
+  if (auto meta = read_checked(dir_fd, format::metadata_file, c.metadata_bytes, c.metadata_xxh3,
+                               max_small_file, problems)) {
+    cf.metadata = parse_object(std::string(format::metadata_file), *meta, problems);
+  }
+  if (c.has_job) {
+    if (auto job = read_checked(dir_fd, format::job_file, c.job_bytes, c.job_xxh3, max_small_file,
+                                problems)) {
+      cf.job = parse_object(std::string(format::job_file), *job, problems);
+    }
+  }
+  const std::string name(format::sharded_index_file);
+  format::sharded_limits limits;
+  auto text =
+      read_checked(dir_fd, name, c.index_bytes, c.index_xxh3, limits.max_index_bytes, problems);
+  if (!text) return;
+  auto ix = format::parse_sharded_index(*text, limits);
+  if (!ix) {
+    problems.push_back({name, {}, -1, -1, without_prefix(name, ix.error().message())});
+    return;
+  }
+  cf.sharded_index = std::move(ix.value());
+  std::uint64_t logical = 0;
+  for (const auto& le : cf.sharded_index->leaves)
+    logical += le.num_bytes;
+  if (logical != c.logical_bytes) {
+    problems.push_back({commit_name,
+                        {},
+                        -1,
+                        -1,
+                        "logical_bytes is " + std::to_string(c.logical_bytes) +
+                            ", the sharded index's leaves hold " + std::to_string(logical)});
+  }
+  if (c.ranks != cf.sharded_index->ranks.size()) {
+    problems.push_back({commit_name,
+                        {},
+                        -1,
+                        -1,
+                        "ranks is " + std::to_string(c.ranks) + ", the sharded index lists " +
+                            std::to_string(cf.sharded_index->ranks.size())});
+  }
+}
+
 }  // namespace
 
 result<checkpoint_files> read_checkpoint_files(const std::filesystem::path& dir) {
@@ -156,6 +212,10 @@ result<checkpoint_files> read_checkpoint_files(const std::filesystem::path& dir)
   auto commit_text = read_small(d.get(), commit_name, std::nullopt, max_commit_file, problems);
   cf.has_commit_file = commit_text.has_value() || problems.back().message != "missing";
   if (!commit_text) return cf;
+  if (format::is_sharded_commit_text(*commit_text)) {
+    read_sharded_files(d.get(), *commit_text, cf);
+    return cf;
+  }
   auto cm = format::parse_commit(*commit_text);
   if (!cm) {
     problems.push_back(
@@ -214,7 +274,7 @@ error first_problem(const std::filesystem::path& dir, const checkpoint_files& cf
   if (cf.problems.empty()) return error(errc::corrupt, where + ": not a checkpoint");
   const auto& p = cf.problems.front();
   std::string msg = where + "/" + p.file + ": " + p.message;
-  if (!cf.commit)
+  if (!cf.commit && !cf.sharded_commit)
     return error(errc::not_committed,
                  where + " is not a committed checkpoint (" + p.file + ": " + p.message + ")");
   return error(errc::corrupt, std::move(msg));
@@ -395,12 +455,20 @@ struct verifier : std::enable_shared_from_this<verifier> {
   }
 };
 
+asio::awaitable<result<verify_report>> verify_sharded_impl(std::shared_ptr<runtime> rt,
+                                                           std::filesystem::path path,
+                                                           detail::checkpoint_files cf,
+                                                           verify_options opt);
+
 asio::awaitable<result<verify_report>> verify_impl(std::shared_ptr<runtime> rt,
                                                    std::filesystem::path path, verify_options opt) {
   auto& io = rt->io();
   // The small files are a few synchronous reads on the pipeline thread, as a load's are a few
   // awaited ones.
   CKPT_CO_TRY(detail::checkpoint_files cf, detail::read_checkpoint_files(path));
+  if (cf.sharded()) {
+    co_return co_await verify_sharded_impl(rt, std::move(path), std::move(cf), std::move(opt));
+  }
   verify_report rep;
   rep.problems = std::move(cf.problems);
   rep.committed = cf.commit && cf.index && cf.metadata && rep.problems.empty();
@@ -474,7 +542,99 @@ asio::awaitable<result<verify_report>> verify_impl(std::shared_ptr<runtime> rt,
   co_return rep;
 }
 
+// A sharded checkpoint: its own files (already read into `cf`), then every rank's checkpoint
+// in full, each rank's COMMIT against the sharded index and every slice against its rank's index.
+asio::awaitable<result<verify_report>> verify_sharded_impl(std::shared_ptr<runtime> rt,
+                                                           std::filesystem::path path,
+                                                           detail::checkpoint_files cf,
+                                                           verify_options opt) {
+  verify_report rep;
+  rep.problems = std::move(cf.problems);
+  rep.committed = cf.committed();
+  if (!cf.sharded_index) co_return rep;
+  const format::sharded_index& six = *cf.sharded_index;
+  rep.leaves = six.leaves.size();
+  for (const auto& le : six.leaves)
+    rep.logical_bytes += le.num_bytes;
+  for (std::uint32_t r = 0; r < six.ranks.size(); ++r) {
+    const auto& re = six.ranks[r];
+    const std::filesystem::path dir = path / re.dir;
+    auto problem = [&](std::string file, std::string leaf, std::string msg) {
+      rep.problems.push_back(
+          {re.dir + (file.empty() ? "" : "/" + file), std::move(leaf), -1, -1, std::move(msg)});
+      rep.committed = false;
+    };
+    // Its COMMIT is the one the sharded index records.
+    {
+      std::vector<verify_problem> ps;
+      detail::fd_guard d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (d.get() < 0) {
+        problem("", "",
+                errno == ENOENT ? "missing" : "cannot open: " + std::string(std::strerror(errno)));
+        continue;
+      }
+      auto text = detail::read_small(d.get(), std::string(format::commit_file), std::nullopt,
+                                     detail::max_commit_file, ps);
+      if (text) {
+        const std::uint64_t h = format::checksum(std::as_bytes(std::span(*text)));
+        if (text->size() != re.commit_bytes || h != re.commit_xxh3) {
+          problem("COMMIT", "",
+                  "is " + std::to_string(text->size()) + " bytes with checksum " +
+                      format::checksum_hex(h) + ", the sharded index records " +
+                      std::to_string(re.commit_bytes) + " bytes with " +
+                      format::checksum_hex(re.commit_xxh3));
+        }
+      }
+    }
+    auto sub = co_await verify_impl(rt, dir, opt);
+    if (!sub) {
+      problem("", "", sub.error().message());
+      continue;
+    }
+    auto& s = sub.value();
+    rep.committed = rep.committed && s.committed;
+    rep.files += s.files;
+    rep.chunks += s.chunks;
+    rep.chunks_checked += s.chunks_checked;
+    rep.stored_bytes += s.stored_bytes;
+    rep.bytes_read += s.bytes_read;
+    for (auto& p : s.problems) {
+      p.file = re.dir + "/" + p.file;
+      rep.problems.push_back(std::move(p));
+    }
+    // Every slice this rank holds is a leaf of its index with the slice's dtype and shape.
+    auto rcf = detail::read_checkpoint_files(dir);
+    if (!rcf || !rcf.value().index) continue;  // (reported by the rank's own verification)
+    std::unordered_map<std::string_view, const format::leaf_entry*> by_path;
+    for (const auto& le : rcf.value().index->leaves)
+      by_path.emplace(le.path, &le);
+    for (const auto& gl : six.leaves) {
+      for (const auto& sl : gl.slices) {
+        if (sl.rank != r) continue;
+        auto it = by_path.find(sl.leaf);
+        if (it == by_path.end()) {
+          problem(std::string(format::index_file), gl.path,
+                  "slice " + format::box_to_string(sl.where) + " (leaf \"" + sl.leaf +
+                      "\") is missing");
+        } else if (it->second->dtype != gl.dtype || it->second->shape != sl.where.extent) {
+          problem(std::string(format::index_file), gl.path,
+                  "slice " + format::box_to_string(sl.where) + " (leaf \"" + sl.leaf + "\") is " +
+                      std::string(dtype_name(it->second->dtype)) +
+                      shape_to_string(it->second->shape) + ", expected " +
+                      std::string(dtype_name(gl.dtype)) + shape_to_string(sl.where.extent));
+        }
+      }
+    }
+  }
+  co_return rep;
+}
+
 }  // namespace
+
+result<verify_report> verify_sharded_blocking(const std::filesystem::path& path,
+                                              verify_options options) {
+  return verify_checkpoint_blocking(path, std::move(options));
+}
 
 asio::awaitable<result<verify_report>> verify_checkpoint(std::filesystem::path path,
                                                          verify_options options) {

@@ -5,6 +5,8 @@
 #   tests/reliability.sh [BUILD_DIR]     (default: build/release; needs ckpt-tests and
 #                                         ckpt-kill-child built there)
 #   env: MUTATIONS (100000), CRASH_ROUNDS (10), CRASH_SAMPLES (128), KILLS (300),
+#        MPI_KILLS (20: random SIGKILLs of one of 4 MPI ranks mid-save, besides the 8 named
+#        points; skipped without ckpt-mpi-shard-test and mpirun),
 #        FUZZ_SECONDS (0: skip; needs the `fuzz` preset's build in build/fuzz)
 # Runtime on 2 cores: about 4.5 minutes (corruption 95 s, SIGKILL 85 s, crash states 30 s, the
 # rest under a minute).
@@ -53,6 +55,14 @@ figure plant '^planted bugs caught:'
 run sigkill env KILLS="${KILLS:-300}" WORK="$build/reliability-kill" "$here/kill_test.sh" "$child"
 rm -rf "$build/reliability-kill"
 figure sigkill '^sigkill: kills'
+
+mpi_test=$build/bin/ckpt-mpi-shard-test
+if [[ -x "$mpi_test" ]] && command -v mpirun >/dev/null; then
+  run mpi_sigkill env RANDOM_KILLS="${MPI_KILLS:-20}" WORK="$build/reliability-mpi-kill" \
+    "$here/mpi_shard_test.sh" "$mpi_test" "$(command -v mpirun)" kill
+  rm -rf "$build/reliability-mpi-kill"
+  figure mpi_sigkill '^mpi kill:'
+fi
 
 run enospc_simulated "$tests" 'persistent ENOSPC*'
 figure enospc_simulated '^enospc \(simulated'

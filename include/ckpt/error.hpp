@@ -35,6 +35,7 @@ enum class errc : int {
   cancelled,             ///< the operation was cancelled by the caller
   io_backend,            ///< the IO engine could not be set up or was shut down
   aborted,               ///< a pipeline was aborted because another of its steps failed
+  collective_failed,     ///< a coordinator's collective operation (MPI) failed
 };
 
 }  // namespace ckpt

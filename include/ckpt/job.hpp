@@ -18,15 +18,24 @@
 // by-value path argument, a string): GCC 12 may destroy such temporaries twice. They build the
 // awaitable into a named local first (`auto op = f(args); co_await std::move(op);`).
 //
+// Multi-host jobs: give the job a coordinator (ckpt/coordinator.hpp; MPI in production) with
+// `set_coordinator`. Its rank and size become the spec's host index and count; the sharded
+// save/load methods (`save_sharded_tree_and_metadata`, `get_sharded_tree_and_metadata`, see
+// ckpt/shard.hpp) run through it; and the job-directory writes that must happen once
+// (LATEST, DONE, start-up cleanup, retention) are done by host 0 alone, every host returning the
+// same outcome.
+//
 // Threads: a job object is not thread-safe; use it from one thread (or one strand) at a time.
 // Functions that touch the store synchronously (register_latest, latest, checkpoints, the
 // `_blocking` forms) block the calling thread on small metadata IO and use
 // `ckpt::runtime::global()`: never call them from one of the runtime's own threads.
 #pragma once
 
+#include <ckpt/coordinator.hpp>
 #include <ckpt/error.hpp>
 #include <ckpt/load.hpp>
 #include <ckpt/save.hpp>
+#include <ckpt/shard.hpp>
 #include <ckpt/store.hpp>
 #include <ckpt/tree.hpp>
 
@@ -55,12 +64,19 @@ namespace ckpt {
 
 /// Where the job's files live and which host of the job this process is.
 struct cluster_config {
-  /// The root of every job's checkpoints.
+  /// The root of every job's checkpoints (a file system every host shares).
   std::filesystem::path checkpoints_dir;
-  /// This process's host index in [0, host_count).
+  /// This process's host index in [0, host_count). Set from a coordinator by
+  /// `basic_job::set_coordinator` (or `hosts_from`).
   std::uint32_t host_index = 0;
   std::uint32_t host_count = 1;
   friend bool operator==(const cluster_config&, const cluster_config&) = default;
+
+  /// host_index and host_count from `c` (its rank and size).
+  void hosts_from(const coordinator& c) noexcept {
+    host_index = static_cast<std::uint32_t>(c.rank());
+    host_count = static_cast<std::uint32_t>(c.size());
+  }
 };
 
 /// The identity of a job run (the seed's ExecutionSpec). `project`, `group` and `job_name`
@@ -170,6 +186,11 @@ class basic_job {
   /// writer.
   explicit basic_job(execution_spec spec, C config = C{})
       : spec_(std::move(spec)), config_(std::move(config)) {}
+  /// A job of a multi-host run: see set_coordinator.
+  basic_job(execution_spec spec, C config, std::shared_ptr<ckpt::coordinator> coord)
+      : basic_job(std::move(spec), std::move(config)) {
+    set_coordinator(std::move(coord));
+  }
   basic_job(const basic_job&) = delete;
   basic_job& operator=(const basic_job&) = delete;
   virtual ~basic_job() = default;
@@ -181,6 +202,19 @@ class basic_job {
   /// The absolute job directory (see execution_spec::job_dir).
   result<std::filesystem::path> job_dir() const { return spec_.job_dir(); }
 
+  /// Makes this process one host of a multi-host job: the spec's host index and count become
+  /// `coord`'s rank and size (`cluster_config::hosts_from`), and the methods that write the job
+  /// directory's shared files coordinate through it (see the header comment). Null: a job of one
+  /// process again (host index and count left as they are).
+  void set_coordinator(std::shared_ptr<ckpt::coordinator> coord) {
+    coord_ = std::move(coord);
+    if (coord_) spec_.cluster.hosts_from(*coord_);
+  }
+  const std::shared_ptr<ckpt::coordinator>& coordinator() const noexcept { return coord_; }
+  /// True on the host that writes the job directory's shared files (LATEST, DONE, cleanup):
+  /// host 0.
+  bool is_primary_host() const noexcept { return spec_.cluster.host_index == 0; }
+
   /// Idempotency check: true when the job was marked complete (a durable `DONE` file in its
   /// directory). IO errors and invalid specs read as false.
   bool done() const noexcept {
@@ -188,18 +222,36 @@ class basic_job {
     return dir && store::is_done(dir.value());
   }
   /// Marks the job complete, durably (DONE.tmp, fsync, rename, fsync dir); the file holds the
-  /// spec as JSON. Blocking.
+  /// spec as JSON. Blocking. With a coordinator: collective; host 0 writes, every host returns
+  /// its outcome.
   result<void> mark_done() {
-    CKPT_TRY(auto dir, spec_.job_dir());
-    return store::mark_done(dir, boost::json::serialize(boost::json::value_from(spec_)) + "\n");
+    result<void> r = success();
+    if (is_primary_host()) {
+      auto dir = spec_.job_dir();
+      r = dir ? store::mark_done(dir.value(),
+                                 boost::json::serialize(boost::json::value_from(spec_)) + "\n")
+              : result<void>(fail(dir.error()));
+    }
+    return agree_if_coordinated(std::move(r));
   }
 
   /// Removes stale temporary and trash directories (and LATEST.tmp/DONE.tmp) that an earlier,
   /// interrupted process of this job left in its directory; see store::cleanup_stale. Call it
-  /// once at start-up, before the first save. Blocking.
+  /// once at start-up, before the first save. Blocking. Only host 0 cleans (another host's
+  /// process ids mean nothing there, and a sharded save in flight lives in a temporary directory
+  /// of host 0's); the others return an empty report. With a coordinator: collective, so that
+  /// no host starts saving before the cleanup is over.
   result<store::cleanup_report> cleanup_stale() {
-    CKPT_TRY(auto dir, spec_.job_dir());
-    return store::cleanup_stale(dir);
+    result<store::cleanup_report> r = store::cleanup_report{};
+    if (is_primary_host()) {
+      auto dir = spec_.job_dir();
+      r = dir ? store::cleanup_stale(dir.value())
+              : result<store::cleanup_report>(fail(dir.error()));
+    }
+    result<void> ok = success();
+    if (!r) ok = fail(r.error());
+    CKPT_TRY(agree_if_coordinated(std::move(ok)));
+    return r;
   }
 
   /// The job's body, assuming all hosts have been set up. Runs on the executor it is
@@ -210,8 +262,15 @@ class basic_job {
   result<void> run_blocking() { return detail::run_on_private_context(run()); }
 
  protected:
+  /// `local` alone without a coordinator; with one, every host's outcome combined (`agree`).
+  result<void> agree_if_coordinated(result<void> local) {
+    if (!coord_) return local;
+    return agree(*coord_, local);
+  }
+
   execution_spec spec_;
   C config_;
+  std::shared_ptr<ckpt::coordinator> coord_;
 };
 
 /// A tree and its metadata, as loaded.
@@ -356,6 +415,81 @@ class checkpointed_job : public basic_job<C> {
     return save_tree_and_metadata_from_path_blocking(std::move(rel), t, std::move(metadata));
   }
 
+  /// Sharded checkpoints of a multi-host job (ckpt/shard.hpp): every host calls these with the
+  /// slices it holds, through the job's coordinator (a job without one acts as a job of one
+  /// process). `start_save_sharded_tree_and_metadata_from_path` starts this host's part of
+  /// saving `leaves` and `metadata` (host 0's metadata and job.json are the checkpoint's) as
+  /// `checkpoints_dir / rel_path`; collective, in the same order on every host. Errors come
+  /// through the handle, the same on every host.
+  result<sharded_save_handle> start_save_sharded_tree_and_metadata_from_path(
+      std::filesystem::path rel_path, std::vector<sharded_leaf> leaves,
+      boost::json::object metadata) {
+    CKPT_TRY(auto path, this->spec_.resolve(rel_path));
+    sharded_save_options options;
+    options.local = save_defaults_;
+    CKPT_TRY(auto job, job_json());
+    options.local.job = std::move(job);
+    auto coord = this->coord_ ? this->coord_ : make_local_coordinator();
+    return ckpt::start_sharded_save(std::move(coord), std::move(path), std::move(leaves),
+                                    std::move(metadata), std::move(options));
+  }
+  result<sharded_save_handle> start_save_sharded_tree_and_metadata(std::filesystem::path suffix,
+                                                                   std::vector<sharded_leaf> leaves,
+                                                                   boost::json::object metadata) {
+    CKPT_TRY(auto rel, this->spec_.rel_path(suffix));
+    return start_save_sharded_tree_and_metadata_from_path(std::move(rel), std::move(leaves),
+                                                          std::move(metadata));
+  }
+  /// Saves and waits until committed (on every host).
+  boost::asio::awaitable<result<sharded_save_stats>> save_sharded_tree_and_metadata(
+      std::filesystem::path suffix, std::vector<sharded_leaf> leaves,
+      boost::json::object metadata) {
+    auto h = start_save_sharded_tree_and_metadata(std::move(suffix), std::move(leaves),
+                                                  std::move(metadata));
+    if (!h) co_return fail(std::move(h).error());
+    auto c = co_await h.value().committed();
+    if (!c) co_return fail(std::move(c).error());
+    co_return h.value().stats();
+  }
+  result<sharded_save_stats> save_sharded_tree_and_metadata_blocking(
+      std::filesystem::path suffix, std::vector<sharded_leaf> leaves,
+      boost::json::object metadata) {
+    CKPT_TRY(auto h, start_save_sharded_tree_and_metadata(std::move(suffix), std::move(leaves),
+                                                          std::move(metadata)));
+    CKPT_TRY(h.wait_committed());
+    return h.stats();
+  }
+
+  /// Loads the slices `wanted` names from the sharded checkpoint `checkpoints_dir / rel_path`,
+  /// whatever slicing and number of hosts saved it (load_sharded). Not collective. `partial`:
+  /// skip wanted leaves the checkpoint lacks or holds with another dtype or global shape.
+  boost::asio::awaitable<result<sharded_loaded>> get_sharded_tree_and_metadata_from_path(
+      std::filesystem::path rel_path, std::vector<sharded_leaf> wanted,
+      bool partial = false) const {
+    auto path = this->spec_.resolve(rel_path);
+    if (!path) co_return fail(std::move(path).error());
+    auto options = load_defaults_;
+    options.partial = partial;
+    auto op = ckpt::load_sharded(path.value(), std::move(wanted), std::move(options));
+    co_return co_await std::move(op);
+  }
+  boost::asio::awaitable<result<sharded_loaded>> get_sharded_tree_and_metadata(
+      std::filesystem::path suffix, std::vector<sharded_leaf> wanted, bool partial = false) const {
+    auto rel = this->spec_.rel_path(suffix);
+    if (!rel) co_return fail(std::move(rel).error());
+    auto op = get_sharded_tree_and_metadata_from_path(rel.value(), std::move(wanted), partial);
+    co_return co_await std::move(op);
+  }
+  result<sharded_loaded> get_sharded_tree_and_metadata_blocking(std::filesystem::path suffix,
+                                                                std::vector<sharded_leaf> wanted,
+                                                                bool partial = false) const {
+    CKPT_TRY(auto rel, this->spec_.rel_path(suffix));
+    CKPT_TRY(auto path, this->spec_.resolve(rel));
+    auto options = load_defaults_;
+    options.partial = partial;
+    return ckpt::load_sharded_blocking(std::move(path), std::move(wanted), std::move(options));
+  }
+
  protected:
   /// The job.json of this job's saves: {"spec": spec, "config": value_from(config)}.
   result<boost::json::object> job_json() const {
@@ -397,16 +531,13 @@ class restoreable_job : public checkpointed_job<C> {
   /// starts a retention pass on a background thread (after waiting for the previous one), so
   /// that deleting old checkpoints never delays the training loop or the next save. Blocking
   /// (a few fsyncs).
+  ///
+  /// With a coordinator: collective; host 0 alone writes LATEST and runs retention, and every
+  /// host returns once LATEST is durable (or with host 0's error).
   result<void> register_latest(const std::filesystem::path& suffix) {
-    CKPT_TRY(auto dir, this->spec_.job_dir());
-    CKPT_TRY(store::write_latest(dir, suffix));
-    if (retention_.keep_last > 0 || retention_.keep_every > 0) {
-      (void)wait_retention();  // its errors are reported by wait_retention() to whoever asks
-      retention_task_ = std::async(std::launch::async, [dir, opts = retention_] {
-        return store::apply_retention(dir, opts);
-      });
-    }
-    return success();
+    result<void> r = success();
+    if (this->is_primary_host()) r = write_latest_and_retire(suffix);
+    return this->agree_if_coordinated(std::move(r));
   }
 
   /// Sets the retention applied after each register_latest (default: keep everything).
@@ -497,6 +628,18 @@ class restoreable_job : public checkpointed_job<C> {
   }
 
  private:
+  result<void> write_latest_and_retire(const std::filesystem::path& suffix) {
+    CKPT_TRY(auto dir, this->spec_.job_dir());
+    CKPT_TRY(store::write_latest(dir, suffix));
+    if (retention_.keep_last > 0 || retention_.keep_every > 0) {
+      (void)wait_retention();  // its errors are reported by wait_retention() to whoever asks
+      retention_task_ = std::async(std::launch::async, [dir, opts = retention_] {
+        return store::apply_retention(dir, opts);
+      });
+    }
+    return success();
+  }
+
   store::retention_options retention_;
   std::future<result<store::retention_report>> retention_task_;
 };

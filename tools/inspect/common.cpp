@@ -232,6 +232,14 @@ opened open_checkpoint(const std::filesystem::path& path, int error_code) {
   if (!cf.value().committed()) {
     throw tool_error(detail::first_problem(path, cf.value()).message(), error_code);
   }
+  if (cf.value().sharded()) {
+    throw tool_error(path.string() + " is a sharded checkpoint (" +
+                         std::to_string(cf.value().sharded_commit->ranks) +
+                         " ranks): show and verify read it whole; this command reads one rank's "
+                         "part, e.g. " +
+                         (path / format::rank_dir_name(0)).string(),
+                     error_code);
+  }
   auto& v = cf.value();
   return opened{path, *v.commit, std::move(*v.index), std::move(*v.metadata), std::move(v.job)};
 }

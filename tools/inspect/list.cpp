@@ -22,6 +22,7 @@ struct entry {
   std::optional<std::uint64_t> step;
   std::uint64_t disk_bytes = 0;
   std::optional<std::uint64_t> logical, stored, created;
+  std::optional<std::uint64_t> ranks;  // a sharded checkpoint: its rank count
   std::optional<std::string> problem;
 };
 
@@ -107,6 +108,13 @@ int list_main(const args& a) {
         e.stored = c.stored_bytes;
         e.created = c.created_unix_ns;
       }
+      if (cf && cf.value().sharded_commit) {
+        const auto& c = *cf.value().sharded_commit;
+        e.logical = c.logical_bytes;
+        e.stored = c.stored_bytes;
+        e.created = c.created_unix_ns;
+        e.ranks = c.ranks;
+      }
       if (cf && cf.value().metadata) e.step = step_of(*cf.value().metadata);
       e.latest = latest && *latest == e.name;
     }
@@ -134,6 +142,7 @@ int list_main(const args& a) {
       o["logical_bytes"] = opt(e.logical);
       o["stored_bytes"] = opt(e.stored);
       o["created_unix_ns"] = opt(e.created);
+      o["ranks"] = opt(e.ranks);
       if (e.problem) {
         o["problem"] = *e.problem;
       } else {
@@ -167,6 +176,7 @@ int list_main(const args& a) {
     std::string state = e.state == "committed" ? green(e.state)
                         : e.state == "corrupt" ? red(e.state)
                                                : yellow(e.state);
+    if (e.ranks) state += dim(" (sharded, " + std::to_string(*e.ranks) + " ranks)");
     t.add({e.latest ? bold("*") : "", e.name, state, e.step ? std::to_string(*e.step) : "-",
            human_bytes(e.disk_bytes), e.logical ? human_bytes(*e.logical) : "-",
            e.created ? human_time(*e.created) : "-"});

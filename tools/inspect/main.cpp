@@ -17,8 +17,11 @@ Commands:
   show CKPT_DIR             the tree as an outline (dtype, shape, logical and stored bytes,
                             ratio, codec mix), totals, metadata and job spec/config
   show CKPT_DIR --leaf PATH one leaf and its chunks (file, offset, stored, raw, codec, xxh3)
+                            (a sharded checkpoint: the global leaves with their sharding;
+                            --leaf: its slices, the rank holding each and where)
   verify CKPT_DIR           read everything, check every checksum and the commit marker;
-                            lists every bad file, leaf and chunk
+                            lists every bad file, leaf and chunk (a sharded checkpoint:
+                            its own files and every rank's checkpoint)
   diff A B                  leaves added, removed and changed; metadata and job differences
   export CKPT_DIR LEAF -o FILE.npy [--to f32]
                             one leaf as a NumPy .npy file (v1.0). bf16 and f8 leaves are
@@ -37,7 +40,7 @@ stderr when stderr is a terminal.
 JSON output (keys in this order; sizes in bytes, times in ns since the Unix epoch, UTC):
   list:   {"job_dir", "latest": name|null, "checkpoints": [{"name", "state", "latest",
            "step": int|null, "disk_bytes", "logical_bytes": int|null, "stored_bytes": int|null,
-           "created_unix_ns": int|null, "problem": string|null}]}
+           "created_unix_ns": int|null, "ranks": int|null, "problem": string|null}]}
           state: "committed" | "incomplete" (no COMMIT) | "corrupt" (COMMIT present but does
           not check) | "temporary" (.NAME.tmp-*, a save in progress) | "trash" (.NAME.trash-*)
   show:   {"path", "version": [major, minor], "created_unix_ns", "logical_bytes",
@@ -49,6 +52,13 @@ JSON output (keys in this order; sizes in bytes, times in ns since the Unix epoc
            "num_chunks", "codecs": {"raw": n, "lz4": n, "shuffle-lz4": n}}
   show --leaf: {"path", "leaf": LEAF plus "chunks": [{"index", "file", "offset", "stored",
            "raw", "codec", "xxh3"}]}
+  show (sharded): {"path", "sharded": true, "version", "created_unix_ns", "logical_bytes",
+           "stored_bytes", "ratio", "ranks": [{"dir", "commit_bytes"}], "num_leaves",
+           "num_slices", "tree": NODE (dicts and leaves), "leaves": [SLEAF], "metadata", "job"}
+          SLEAF: {"path", "dtype", "shape", "logical_bytes", "stored_bytes": int|null,
+           "replicated", "split_dims": [dim], "num_slices", "sharding" (as shown),
+           "slices": [{"rank", "offset", "extent", "leaf", "stored_bytes": int|null}]}
+          (--leaf: {"path", "leaf": SLEAF})
   verify: {"path", "ok", "committed", "files", "leaves", "chunks", "chunks_checked",
            "logical_bytes", "stored_bytes", "bytes_read", "seconds", "problems": [{"file",
            "leaf": string|null, "chunk": int|null, "offset": int|null, "message"}]}
