@@ -17,8 +17,8 @@ struct tree::node {
 
   static std::size_t hash(std::string_view k) noexcept { return std::hash<std::string_view>{}(k); }
 
-  // Position of `key` in items, or items.size().
-  std::size_t find(std::string_view key) const noexcept {
+  // Position of `key` in items, or items.size(). `h` = hash(key), used only with slots.
+  std::size_t find(std::string_view key, std::size_t h) const noexcept {
     if (slots.empty()) {
       for (std::size_t i = 0; i < items.size(); ++i) {
         if (items[i].first == key) return i;
@@ -26,31 +26,40 @@ struct tree::node {
       return items.size();
     }
     const std::size_t mask = slots.size() - 1;
-    for (std::size_t h = hash(key) & mask;; h = (h + 1) & mask) {
+    for (h &= mask;; h = (h + 1) & mask) {
       const std::uint32_t s = slots[h];
       if (s == 0) return items.size();
       if (items[s - 1].first == key) return s - 1;
     }
   }
+  std::size_t find(std::string_view key) const noexcept {
+    return find(key, slots.empty() ? 0 : hash(key));
+  }
 
-  void index_last() {
+  // Sizes the table for `n` items (once there are more than linear_max) and places all items.
+  void rehash_for(std::size_t n) {
+    std::size_t cap = 16;
+    while (cap < 4 * n)
+      cap *= 2;
+    slots.assign(cap, 0);
+    for (std::size_t i = 0; i < items.size(); ++i)
+      place(i, hash(items[i].first));
+  }
+
+  // Indexes the last item, whose key hashes to `h`.
+  void index_last(std::size_t h) {
     const std::size_t n = items.size();
-    if (n <= linear_max) return;
+    if (slots.empty() && n <= linear_max) return;
     if (slots.size() < 2 * n) {
-      std::size_t cap = 16;
-      while (cap < 4 * n)
-        cap *= 2;
-      slots.assign(cap, 0);
-      for (std::size_t i = 0; i < n; ++i)
-        place(i);
+      rehash_for(n);
     } else {
-      place(n - 1);
+      place(n - 1, h);
     }
   }
 
-  void place(std::size_t i) {
+  void place(std::size_t i, std::size_t h) {
     const std::size_t mask = slots.size() - 1;
-    std::size_t h = hash(items[i].first) & mask;
+    h &= mask;
     while (slots[h] != 0)
       h = (h + 1) & mask;
     slots[h] = static_cast<std::uint32_t>(i + 1);
@@ -100,19 +109,26 @@ ckpt::array& tree::leaf() {
 
 tree& tree::set(std::string key, tree value) {
   if (kind_ != kind::dict) throw std::logic_error("ckpt::tree::set: node is not a dict");
-  const std::size_t at = node_->find(key);
+  // (Hashed once: a dict with a table, or about to get one, needs the hash twice.)
+  const bool hashed = !node_->slots.empty() || node_->items.size() >= node::linear_max;
+  const std::size_t h = hashed ? node::hash(key) : 0;
+  const std::size_t at = node_->find(key, h);
   if (at < node_->items.size()) {
     auto& slot = node_->items[at].second;
     slot = std::move(value);
     return slot;
   }
   node_->items.emplace_back(std::move(key), std::move(value));
-  node_->index_last();
+  node_->index_last(h);
   return node_->items.back().second;
 }
 
 void tree::reserve(std::size_t n) {
-  if (kind_ == kind::dict) node_->items.reserve(n);
+  if (kind_ == kind::dict) {
+    node_->items.reserve(n);
+    // Size the lookup table up front too, rather than growing it while items are added.
+    if (n > node::linear_max && node_->slots.size() < 2 * n) node_->rehash_for(n);
+  }
   if (kind_ == kind::list) node_->elements.reserve(n);
 }
 
