@@ -40,19 +40,26 @@ result<std::uint64_t> element_count(std::span<const std::int64_t> extents) {
   return n;
 }
 
-result<std::uint64_t> byte_size(dtype t, std::span<const std::int64_t> extents) {
-  CKPT_TRY(std::uint64_t n, element_count(extents));
-  std::uint64_t sz = dtype_size(t);
+namespace {
+/// Bytes of `n` = element_count(extents) elements of `t`, overflow-checked.
+result<std::uint64_t> bytes_of(dtype t, std::span<const std::int64_t> extents, std::uint64_t n) {
+  const std::uint64_t sz = dtype_size(t);
   if (n > max_size / sz) {
     return fail(errc::shape_overflow, std::string(dtype_name(t)) + shape_to_string(extents) +
                                           " is larger than 2^63 bytes");
   }
   return n * sz;
 }
+}  // namespace
+
+result<std::uint64_t> byte_size(dtype t, std::span<const std::int64_t> extents) {
+  CKPT_TRY(std::uint64_t n, element_count(extents));
+  return bytes_of(t, extents, n);
+}
 
 result<array> array::make(ckpt::dtype t, ckpt::shape s, std::byte* data, std::size_t size) {
   CKPT_TRY(std::uint64_t n, element_count(s));
-  CKPT_TRY(std::uint64_t bytes, byte_size(t, s));
+  CKPT_TRY(std::uint64_t bytes, bytes_of(t, s, n));  // (not byte_size: n is known)
   if (data != nullptr || size != 0) {
     if (size != bytes) {
       return fail(errc::size_mismatch, std::string(dtype_name(t)) + shape_to_string(s) + " needs " +
