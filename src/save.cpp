@@ -104,8 +104,9 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   std::vector<std::string> created;  // names created inside the temporary directory
   std::unique_ptr<detail::async_budget> encode_slots;
   std::unique_ptr<detail::async_budget> capture_slots;
-  // Someone may be waiting for `staged` (start_save): capture on every CPU thread. A save whose
-  // caller waits only for the commit streams instead: captures leave a core to the encoders.
+  // Someone may be waiting for `staged` (start_save): every capture is queued on the CPU pool at
+  // once. A save whose caller waits only for the commit streams instead: capture_slots caps
+  // captures at all CPU threads but one, leaving a core to the encoders.
   bool staged_first = true;
   std::uint64_t slab_bytes = 0;
 
@@ -384,15 +385,17 @@ asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
   const std::uint64_t slab = slab_bytes;
   unit& un = units[u];
   // 1. Capture (borrowed/owned bytes): a plain copy into the staging buffer, in unit order on
-  //    the CPU pool (capture_slots: all its threads, or all but one; see staged_first).
+  //    the CPU pool (all at once, or capped by capture_slots; see staged_first).
   if (un.needs_capture) {
     std::optional<result<void>> cap;
-    co_await capture_slots->acquire(1);
+    // (Without a cap every capture is queued on the pool at once: no hop back here between
+    // units, which is what keeps `staged` at about a memcpy.)
+    if (capture_slots) co_await capture_slots->acquire(1);
     if (!failure) {
       co_await asio::co_spawn(rti_.pool, detail::store_into(&cap, capture_unit(u, buf)),
                               asio::use_awaitable);
     }
-    capture_slots->release(1);
+    if (capture_slots) capture_slots->release(1);
     if (--capture_left == 0) {
       {
         std::lock_guard l(stats_mutex);
@@ -471,9 +474,9 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   auto& rti_ = rti();
   slab_bytes = save_slab_bytes(options.chunk_bytes);
   encode_slots = std::make_unique<detail::async_budget>(std::max(2u, rt->cpu_threads() * 2));
-  const unsigned threads = rt->cpu_threads();
-  capture_slots =
-      std::make_unique<detail::async_budget>(staged_first ? threads : std::max(1u, threads - 1));
+  if (!staged_first) {
+    capture_slots = std::make_unique<detail::async_budget>(std::max(1u, rt->cpu_threads() - 1));
+  }
   if (testing::planted("fsync_before_write")) {  // test builds only: a deliberate bug
     co_await prepared.wait_async();
     for (auto& f : data_files)
