@@ -49,24 +49,6 @@ int fail_with(int rank, const std::string& what) {
   return 1;
 }
 
-// Fails every data write with EIO (rank 2 of the "fail" mode).
-class failing_writes final : public ckpt::io::backend {
- public:
-  explicit failing_writes(std::unique_ptr<ckpt::io::backend> inner) : inner_(std::move(inner)) {}
-  std::string_view name() const noexcept override { return "failing"; }
-  void submit(ckpt::io::op* o) noexcept override {
-    if (o->req.kind == ckpt::io::op_kind::write) {
-      o->complete(-EIO);
-      return;
-    }
-    inner_->submit(o);
-  }
-  void shutdown() noexcept override { inner_->shutdown(); }
-
- private:
-  std::unique_ptr<ckpt::io::backend> inner_;
-};
-
 int save_mode(ckpt::coordinator& c, std::shared_ptr<ckpt::coordinator> cp, const fs::path& job,
               int step) {
   const int rank = c.rank();
@@ -123,8 +105,8 @@ int fail_mode(ckpt::coordinator& c, std::shared_ptr<ckpt::coordinator> cp, const
   const auto globals = ckpt::test::make_globals(static_cast<std::uint64_t>(step));
   ckpt::sharded_save_options so;
   if (rank == 2) {
-    auto engine = ckpt::io::engine::create(
-                      std::make_unique<failing_writes>(ckpt::io::make_thread_backend({}).value()))
+    auto engine = ckpt::io::engine::create(std::make_unique<ckpt::test::failing_writes>(
+                                               ckpt::io::make_thread_backend({}).value(), 0))
                       .value();
     so.local.runtime = ckpt::runtime::create(engine).value();
   }

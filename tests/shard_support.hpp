@@ -4,15 +4,41 @@
 // saves or loads with.
 #pragma once
 
+#include "io/backend.hpp"
 #include "support.hpp"
 
 #include <ckpt/shard.hpp>
 
+#include <atomic>
+#include <cerrno>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace ckpt::test {
+
+/// An IO backend that fails every write after the first `ok` ones with EIO: a rank whose save
+/// fails part-way.
+class failing_writes final : public ckpt::io::backend {
+ public:
+  explicit failing_writes(std::unique_ptr<ckpt::io::backend> inner, int ok = 1)
+      : inner_(std::move(inner)), ok_(ok) {}
+  std::string_view name() const noexcept override { return "failing"; }
+  void submit(ckpt::io::op* o) noexcept override {
+    if (o->req.kind == ckpt::io::op_kind::write && writes_++ >= ok_) {
+      o->complete(-EIO);
+      return;
+    }
+    inner_->submit(o);
+  }
+  void shutdown() noexcept override { inner_->shutdown(); }
+
+ private:
+  std::unique_ptr<ckpt::io::backend> inner_;
+  const int ok_;
+  std::atomic<int> writes_{0};
+};
 
 struct global_leaf {
   std::string path;

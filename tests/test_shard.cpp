@@ -88,25 +88,6 @@ class counting_backend final : public ckpt::io::backend {
   std::atomic<std::uint64_t> read_{0};
 };
 
-// Fails every write after the first `ok` ones with EIO.
-class failing_writes final : public ckpt::io::backend {
- public:
-  explicit failing_writes(std::unique_ptr<ckpt::io::backend> inner) : inner_(std::move(inner)) {}
-  std::string_view name() const noexcept override { return "failing"; }
-  void submit(ckpt::io::op* o) noexcept override {
-    if (o->req.kind == ckpt::io::op_kind::write && writes_++ >= 1) {
-      o->complete(-EIO);
-      return;
-    }
-    inner_->submit(o);
-  }
-  void shutdown() noexcept override { inner_->shutdown(); }
-
- private:
-  std::unique_ptr<ckpt::io::backend> inner_;
-  std::atomic<int> writes_{0};
-};
-
 template <class Backend>
 std::pair<Backend*, std::shared_ptr<ckpt::runtime>> runtime_over() {
   auto b = std::make_unique<Backend>(ckpt::io::make_thread_backend({}).value());
@@ -406,7 +387,7 @@ TEST_CASE("one rank's failing save reaches every rank; nothing new becomes visib
   const auto globals = make_globals(5);
   REQUIRE(save_globals(dir / "job" / "step_1", 4, globals)[0]);
   REQUIRE(ckpt::store::write_latest(dir / "job", "step_1"));
-  auto [backend, bad_rt] = runtime_over<failing_writes>();
+  auto [backend, bad_rt] = runtime_over<ckpt::test::failing_writes>();
   (void)backend;
   auto out = run_ranks<result<ckpt::sharded_save_stats>>(
       4, [&, rt = bad_rt](int r, std::shared_ptr<ckpt::coordinator> c) {
