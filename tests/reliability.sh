@@ -52,13 +52,13 @@ run plant "$tests" '[plant]'
 figure plant '^planted bugs caught:'
 
 # On the real disk (the build tree), not tmpfs.
-run sigkill env KILLS="${KILLS:-300}" WORK="$build/reliability-kill" "$here/kill_test.sh" "$child"
+run sigkill env KILLS="${KILLS:-300}" WORK="$logs/kill-work" "$here/kill_test.sh" "$child"
 rm -rf "$build/reliability-kill"
 figure sigkill '^sigkill: kills'
 
 mpi_test=$build/bin/ckpt-mpi-shard-test
 if [[ -x "$mpi_test" ]] && command -v mpirun >/dev/null; then
-  run mpi_sigkill env RANDOM_KILLS="${MPI_KILLS:-20}" WORK="$build/reliability-mpi-kill" \
+  run mpi_sigkill env RANDOM_KILLS="${MPI_KILLS:-20}" WORK="$logs/mpi-kill-work" \
     "$here/mpi_shard_test.sh" "$mpi_test" "$(command -v mpirun)" kill
   rm -rf "$build/reliability-mpi-kill"
   figure mpi_sigkill '^mpi kill:'
