@@ -26,14 +26,14 @@ result<std::uint64_t> element_count(std::span<const std::int64_t> extents) {
     if (e < 0) {
       return fail(errc::invalid_argument, "negative extent in shape " + shape_to_string(extents));
     }
-    std::uint64_t u = static_cast<std::uint64_t>(e);
-    if (u != 0 && n > max_size / u) overflow = true;  // keep scanning: a 0 extent wins
-    n *= u;
-  }
-  for (std::int64_t e : extents) {
-    if (e == 0) return std::uint64_t{0};
+    const auto u = static_cast<std::uint64_t>(e);
+    // Keep scanning after an overflow: a 0 extent wins.
+    if (__builtin_mul_overflow(n, u, &n) || n > max_size) overflow = true;
   }
   if (overflow) {
+    for (std::int64_t e : extents) {
+      if (e == 0) return std::uint64_t{0};
+    }
     return fail(errc::shape_overflow,
                 "shape " + shape_to_string(extents) + " has more than 2^63 elements");
   }

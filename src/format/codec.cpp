@@ -158,10 +158,22 @@ std::string_view codec_name(codec c) noexcept {
   return "?";
 }
 
+bool try_parse_codec(std::string_view name, codec& c) noexcept {
+  if (name == "raw") {
+    c = codec::raw;
+  } else if (name == "lz4") {
+    c = codec::lz4;
+  } else if (name == "shuffle-lz4") {
+    c = codec::shuffle_lz4;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 result<codec> parse_codec(std::string_view name) {
-  if (name == "raw") return codec::raw;
-  if (name == "lz4") return codec::lz4;
-  if (name == "shuffle-lz4") return codec::shuffle_lz4;
+  codec c;
+  if (try_parse_codec(name, c)) return c;
   return fail(errc::corrupt, "unknown codec \"" + std::string(name.substr(0, 64)) +
                                  "\" (known: raw, lz4, shuffle-lz4)");
 }
@@ -180,7 +192,7 @@ std::string checksum_hex(std::uint64_t h) {
   return s;
 }
 
-result<std::uint64_t> parse_checksum_hex(std::string_view s) {
+bool try_parse_checksum_hex(std::string_view s, std::uint64_t& out) noexcept {
   // 0..15 for hex digits, 0xff otherwise.
   static constexpr auto table = [] {
     std::array<std::uint8_t, 256> t{};
@@ -203,11 +215,16 @@ result<std::uint64_t> parse_checksum_hex(std::string_view s) {
       h = (h << 4) | (v & 0xf);
     }
   }
-  if (bad) {
-    return fail(errc::corrupt,
-                "bad checksum \"" + std::string(s.substr(0, 40)) + "\" (expected 16 hex digits)");
-  }
-  return h;
+  if (bad) return false;
+  out = h;
+  return true;
+}
+
+result<std::uint64_t> parse_checksum_hex(std::string_view s) {
+  std::uint64_t h;
+  if (try_parse_checksum_hex(s, h)) return h;
+  return fail(errc::corrupt,
+              "bad checksum \"" + std::string(s.substr(0, 40)) + "\" (expected 16 hex digits)");
 }
 
 void shuffle_bytes(std::span<const std::byte> src, std::size_t element_size,

@@ -23,12 +23,16 @@ inline constexpr std::size_t max_lz4_chunk = 0x7E000000;
 
 std::string_view codec_name(codec c) noexcept;
 result<codec> parse_codec(std::string_view name);
+/// parse_codec without the error: false when `name` is no codec name.
+bool try_parse_codec(std::string_view name, codec& c) noexcept;
 
 /// XXH3-64 of `bytes` (the checksum of a chunk's stored bytes, and of the index).
 std::uint64_t checksum(std::span<const std::byte> bytes) noexcept;
 /// 16 lowercase hex digits, and back (exactly 16 hex digits or an error).
 std::string checksum_hex(std::uint64_t h);
 result<std::uint64_t> parse_checksum_hex(std::string_view s);
+/// parse_checksum_hex without the error: false when `s` is not 16 hex digits.
+bool try_parse_checksum_hex(std::string_view s, std::uint64_t& h) noexcept;
 
 struct codec_policy {
   /// Try compression at all (false: every chunk raw).

@@ -1,5 +1,7 @@
 #include "format/index.hpp"
 
+#include "format/json_reader.hpp"
+
 #include <simdjson.h>
 
 #include <algorithm>
@@ -188,6 +190,19 @@ struct version_t {
   std::uint64_t minor = 0;
 };
 
+/// A major version other than ours is errc::unsupported_version.
+result<version_t> check_major(const parse_error_sink& sink, version_t ver) {
+  if (ver.major != version_major) {
+    return sink.make(errc::unsupported_version,
+                     "format version " + std::to_string(ver.major) + "." +
+                         std::to_string(ver.minor) +
+                         (ver.major > version_major ? " is newer than this reader ("
+                                                    : " is older than this reader (") +
+                         std::to_string(version_major) + ".x)");
+  }
+  return ver;
+}
+
 /// Reads "version" first (wherever it is in the root object), so that a newer major version is
 /// reported as such rather than as whatever schema difference comes first; then rewinds.
 result<version_t> check_version(const parse_error_sink& sink, od::document& doc) {
@@ -211,14 +226,7 @@ result<version_t> check_version(const parse_error_sink& sink, od::document& doc)
     ++n;
   }
   if (n != 2) return sink.corrupt("version: expected an array [major, minor]");
-  if (ver.major != version_major) {
-    return sink.make(errc::unsupported_version,
-                     "format version " + std::to_string(ver.major) + "." +
-                         std::to_string(ver.minor) +
-                         (ver.major > version_major ? " is newer than this reader ("
-                                                    : " is older than this reader (") +
-                         std::to_string(version_major) + ".x)");
-  }
+  CKPT_TRY(check_major(sink, ver));
   doc.rewind();
   return ver;
 }
@@ -229,54 +237,55 @@ bool plain_file_name(std::string_view s) {
   return s.find('/') == std::string_view::npos && s.find('\0') == std::string_view::npos;
 }
 
-/// The field's key, unescaped. Keys written without escapes (all of ckpt's own) are matched
-/// against `known` in the raw text without copying; `which` is the index in `known` or -1.
-simdjson::error_code read_key(od::field& f, std::initializer_list<std::string_view> known,
-                              int& which, std::string_view& key) {
-  od::raw_json_string raw = f.key();
-  int i = 0;
-  for (std::string_view k : known) {
-    if (raw.unsafe_is_equal(k)) {
-      which = i;
-      key = k;
-      return simdjson::SUCCESS;
-    }
-    ++i;
-  }
-  if (auto e = f.unescaped_key().get(key)) return e;
-  which = -1;
-  i = 0;
-  for (std::string_view k : known) {
-    if (key == k) {
-      which = i;
-      break;
-    }
-    ++i;
-  }
-  return simdjson::SUCCESS;
-}
-
 /// parse_dtype without the string compares: names are at most 8 bytes, compared as integers.
 std::uint64_t pack_name(std::string_view s) {
+  // (Byte by byte: a memcpy of a variable size would be a library call.)
   std::uint64_t x = 0;
-  std::memcpy(&x, s.data(), std::min<std::size_t>(s.size(), 8));
+  const std::size_t n = std::min<std::size_t>(s.size(), 8);
+  for (std::size_t i = 0; i < n; ++i)
+    x |= static_cast<std::uint64_t>(static_cast<unsigned char>(s[i])) << (8 * i);
   return x;
 }
-result<dtype> fast_parse_dtype(std::string_view s) {
-  static const auto table = [] {
-    std::array<std::uint64_t, all_dtypes.size()> t{};
-    for (std::size_t i = 0; i < all_dtypes.size(); ++i)
-      t[i] = pack_name(dtype_name(all_dtypes[i]));
-    return t;
-  }();
-  if (s.size() <= 8) {
-    const std::uint64_t x = pack_name(s);
-    for (std::size_t i = 0; i < table.size(); ++i) {
-      // (The size check: pack_name pads with NULs, so "f32\0" packs like "f32".)
-      if (table[i] == x && dtype_name(all_dtypes[i]).size() == s.size()) return all_dtypes[i];
+struct dtype_entry {
+  std::uint64_t packed;
+  std::size_t size;  // of the name
+};
+// (Namespace scope, so a lookup pays no guard of a function-local static.)
+const std::array<dtype_entry, all_dtypes.size()> dtype_table = [] {
+  std::array<dtype_entry, all_dtypes.size()> t{};
+  for (std::size_t i = 0; i < all_dtypes.size(); ++i) {
+    t[i] = {pack_name(dtype_name(all_dtypes[i])), dtype_name(all_dtypes[i]).size()};
+  }
+  return t;
+}();
+/// False when `s` is no dtype name (parse_dtype then says why).
+bool fast_parse_dtype(std::string_view s, dtype& t) {
+  if (s.size() > 8) return false;
+  const std::uint64_t x = pack_name(s);
+  for (std::size_t i = 0; i < dtype_table.size(); ++i) {
+    // (The size check: pack_name pads with NULs, so "f32\0" packs like "f32".)
+    if (dtype_table[i].packed == x && dtype_table[i].size == s.size()) {
+      t = all_dtypes[i];
+      return true;
     }
   }
-  return parse_dtype(s);  // the error
+  return false;
+}
+
+/// byte_size's fast path (same rules): false when byte_size would fail or a zero extent hides
+/// an overflow, so that byte_size decides.
+bool fast_byte_size(dtype t, std::span<const std::int64_t> extents, std::uint64_t& bytes) {
+  constexpr std::uint64_t max =
+      static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  std::uint64_t n = 1;
+  for (std::int64_t e : extents) {
+    if (e < 0) return false;
+    if (__builtin_mul_overflow(n, static_cast<std::uint64_t>(e), &n) || n > max) return false;
+  }
+  const std::uint64_t sz = dtype_size(t);
+  if (n > max / sz) return false;
+  bytes = n * sz;
+  return true;
 }
 
 /// True when the document has been read to its end (nothing but whitespace left).
@@ -285,6 +294,10 @@ bool at_end(od::document& doc) {
 }
 
 void append_escaped_key(std::string& path, std::string_view key) {
+  if (key.find_first_of("~/") == std::string_view::npos) {
+    path += key;
+    return;
+  }
   for (char c : key) {
     if (c == '~')
       path += "~0";
@@ -296,51 +309,65 @@ void append_escaped_key(std::string& path, std::string_view key) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Index parser
+// Index parser: one pass of json::reader over the text, checks as it goes, then the cross
+// checks (files, chunk extents, tree paths) and the tree built from a flat node list.
 // ---------------------------------------------------------------------------------------------
 
 class index_parser {
  public:
-  index_parser(const parse_limits& limits, std::size_t json_bytes)
-      : lim_(limits), max_depth_(std::min<std::uint32_t>(limits.max_depth, 1024)) {
+  index_parser(std::string_view json, const parse_limits& limits)
+      : r_(json.data(), json.size()),
+        lim_(limits),
+        max_depth_(std::min<std::uint32_t>(limits.max_depth, 1024)) {
     // A tree node takes at least 4 bytes of JSON ("null"); most take far more.
-    nodes_.reserve(std::min<std::size_t>(json_bytes / 64, 1u << 20));
+    nodes_.reserve(std::min<std::size_t>(json.size() / 64, 1u << 20));
   }
 
-  result<index> run(od::document& doc);
+  result<index> run();
 
  private:
   struct tnode {
     tree::kind kind;
     std::uint32_t children = 0;  // dict / list
     std::uint64_t leaf = 0;      // leaf
-    std::string_view key;        // the key under a dict parent (in the parser's string buffer)
+    std::string_view key;        // the key under a dict parent (in the text or the reader)
   };
 
-  result<void> parse_files(od::value& v);
-  result<void> parse_node(od::value v, std::uint32_t depth, std::string_view key);
-  result<void> parse_leaves(od::value& v);
-  result<void> parse_leaf(od::object& o);
-  result<void> parse_chunk(od::value& v, leaf_entry& le, std::string_view where);
+  // The walkers return false with the error kept in err_.
+  bool fail(error e) {
+    err_ = std::move(e);
+    return false;
+  }
+  /// The reader's fault while reading `where`, which asked for `expected`.
+  bool json_fail(std::string_view where, std::string_view expected);
+  bool read_version(version_t& ver);
+  bool parse_files();
+  bool parse_node(std::uint32_t depth, std::string_view key);
+  bool parse_leaves();
+  bool parse_leaf(std::size_t li);
+  bool parse_chunk(std::size_t li, leaf_entry& le);
   result<void> check_files();
   result<void> check_chunks();
-  result<tree> build(std::size_t& pos, std::string& path);
+  bool build(std::size_t& pos, std::string& path, tree& out);
   std::string leaf_name(std::size_t i) const;
   /// None, dict and list nodes are capped like leaves, so memory stays bounded.
-  result<void> count_inner_node() {
+  bool count_inner_node() {
     if (++inner_nodes_ > lim_.max_tree_nodes) {
-      return sink.limit("tree: more than " + std::to_string(lim_.max_tree_nodes) +
-                        " None/dict/list nodes");
+      return fail(sink.limit("tree: more than " + std::to_string(lim_.max_tree_nodes) +
+                             " None/dict/list nodes"));
     }
-    return success();
+    return true;
   }
-  void note_unknown(std::string_view key) {
+  bool skip_unknown(std::string_view key) {
     if (unknown_.empty()) unknown_ = std::string(key.substr(0, 64));
+    return r_.skip(max_depth_) || json_fail(unknown_, {});
   }
 
+  json::reader r_;
   const parse_limits& lim_;
   const std::uint32_t max_depth_;
   parse_error_sink sink{"index.json"};
+  error err_;
   index ix_;
   std::vector<tnode> nodes_;
   std::uint64_t tree_leaves_ = 0;
@@ -349,54 +376,129 @@ class index_parser {
   std::string unknown_;
 };
 
+/// Reads with json::reader call `expr`; on failure returns json_fail(where, expected) (`where`
+/// is only built then).
+#define CKPT_READ(expr, where, expected)            \
+  do {                                              \
+    if (!(expr)) return json_fail(where, expected); \
+  } while (0)
+
+bool index_parser::json_fail(std::string_view where, std::string_view expected) {
+  switch (r_.last_fault()) {
+    case json::fault::type:
+    case json::fault::out_of_range:
+      if (!expected.empty())
+        return fail(sink.corrupt(std::string(where) + ": expected " + std::string(expected)));
+      break;
+    case json::fault::too_deep:
+      return fail(sink.limit(std::string(where) + ": JSON nesting too deep"));
+    default:
+      break;
+  }
+  const std::string_view wanted =
+      r_.last_fault() == json::fault::syntax ? r_.expected() : std::string_view("another value");
+  return fail(sink.corrupt(std::string(where) + ": malformed JSON at byte " +
+                           std::to_string(r_.offset()) + " (expected " + std::string(wanted) +
+                           ")"));
+}
+
 std::string index_parser::leaf_name(std::size_t i) const {
   std::string s = "leaf " + std::to_string(i);
   if (i < ix_.leaves.size() && !ix_.leaves[i].path.empty()) s += " " + shown(ix_.leaves[i].path);
   return s;
 }
 
-result<index> index_parser::run(od::document& doc) {
-  CKPT_TRY(version_t ver, check_version(sink, doc));
-  od::object root;
-  CKPT_JSON(doc.get_object().get(root), "root", "an object");
+/// Finds "version" in the root object (skipping what comes before it: ckpt writes it second),
+/// so that a newer major version is reported as such rather than as whatever schema difference
+/// comes first.
+bool index_parser::read_version(version_t& ver) {
+  CKPT_READ(r_.begin_object(), "root", "an object");
+  bool first = true, more;
+  std::string_view key;
+  for (;;) {
+    CKPT_READ(r_.next_key(first, more, key), "root", {});
+    if (!more) return fail(sink.corrupt("missing key \"version\""));
+    if (key != "version") {
+      CKPT_READ(r_.skip(max_depth_), key, {});
+      continue;
+    }
+    constexpr std::string_view shape = "an array [major, minor]";
+    CKPT_READ(r_.begin_array(), "version", shape);
+    bool vfirst = true, vmore;
+    std::size_t n = 0;
+    for (;;) {
+      CKPT_READ(r_.next_element(vfirst, vmore), "version", {});
+      if (!vmore) break;
+      std::uint64_t u;
+      CKPT_READ(r_.u64(u), "version", "an array of two non-negative integers");
+      if (n == 0) ver.major = u;
+      if (n == 1) ver.minor = u;
+      ++n;
+    }
+    if (n != 2) return fail(sink.corrupt("version: expected an array [major, minor]"));
+    auto checked = check_major(sink, ver);
+    if (!checked) return fail(std::move(checked).error());
+    r_.rewind();
+    return true;
+  }
+}
+
+result<index> index_parser::run() {
+  version_t ver;
+  if (!read_version(ver)) return std::move(err_);
+  if (!r_.begin_object()) {
+    json_fail("root", "an object");
+    return std::move(err_);
+  }
 
   constexpr unsigned k_format = 1, k_version = 2, k_files = 4, k_tree = 8, k_leaves = 16;
   unsigned seen = 0;
-  auto once = [&](unsigned bit, std::string_view key) -> result<void> {
-    if (seen & bit) return sink.corrupt("duplicate key " + shown(key));
-    seen |= bit;
-    return success();
-  };
-  for (auto fr : root) {
-    od::field f;
-    CKPT_JSON(std::move(fr).get(f), "root", {});
-    std::string_view key;
-    int which;
-    CKPT_JSON(read_key(f, {"format", "version", "files", "tree", "leaves"}, which, key), "root key",
-              {});
-    od::value& v = f.value();
-    if (which == 0) {
-      CKPT_TRY(once(k_format, key));
-      CKPT_GET_STR(std::string_view s, v, "format");
-      if (s != "ckpt-index") {
-        return sink.corrupt("format is " + shown(s) + ", expected \"ckpt-index\"");
+  bool first = true, more;
+  std::string_view key;
+  auto walk = [&]() -> bool {
+    for (;;) {
+      CKPT_READ(r_.next_key(first, more, key), "root", {});
+      if (!more) return true;
+      const unsigned bit = key == "format"    ? k_format
+                           : key == "version" ? k_version
+                           : key == "files"   ? k_files
+                           : key == "tree"    ? k_tree
+                           : key == "leaves"  ? k_leaves
+                                              : 0;
+      if (bit == 0) {
+        if (!skip_unknown(key)) return false;
+        continue;
       }
-    } else if (which == 1) {
-      CKPT_TRY(once(k_version, key));  // value already checked by check_version
-    } else if (which == 2) {
-      CKPT_TRY(once(k_files, key));
-      CKPT_TRY(parse_files(v));
-    } else if (which == 3) {
-      CKPT_TRY(once(k_tree, key));
-      CKPT_TRY(parse_node(v, 1, {}));
-    } else if (which == 4) {
-      CKPT_TRY(once(k_leaves, key));
-      CKPT_TRY(parse_leaves(v));
-    } else {
-      note_unknown(key);
+      if (seen & bit) return fail(sink.corrupt("duplicate key " + shown(key)));
+      seen |= bit;
+      bool ok = true;
+      switch (bit) {
+        case k_format: {
+          std::string_view s;
+          CKPT_READ(r_.string(s), "format", "a string");
+          if (s != "ckpt-index") {
+            return fail(sink.corrupt("format is " + shown(s) + ", expected \"ckpt-index\""));
+          }
+          break;
+        }
+        case k_version:  // checked by read_version
+          CKPT_READ(r_.skip(max_depth_), "version", {});
+          break;
+        case k_files:
+          ok = parse_files();
+          break;
+        case k_tree:
+          ok = parse_node(1, {});
+          break;
+        case k_leaves:
+          ok = parse_leaves();
+          break;
+      }
+      if (!ok) return false;
     }
-  }
-  if (!at_end(doc)) return sink.corrupt("trailing content after the root object");
+  };
+  if (!walk()) return std::move(err_);
+  if (!r_.at_end()) return sink.corrupt("trailing content after the root object");
   for (auto [bit, name] : {std::pair{k_format, "format"},
                            {k_version, "version"},
                            {k_files, "files"},
@@ -417,231 +519,236 @@ result<index> index_parser::run(od::document& doc) {
   }
   std::size_t pos = 0;
   std::string path;
-  CKPT_TRY(ix_.structure, build(pos, path));
+  if (!build(pos, path, ix_.structure)) return std::move(err_);
   return std::move(ix_);
 }
 
-result<void> index_parser::parse_files(od::value& v) {
-  od::array a;
-  CKPT_JSON(v.get_array().get(a), "files", "an array");
-  for (auto el : a) {
-    const std::string where = "files[" + std::to_string(ix_.files.size()) + "]";
+bool index_parser::parse_files() {
+  CKPT_READ(r_.begin_array(), "files", "an array");
+  bool first = true, more;
+  for (;;) {
+    CKPT_READ(r_.next_element(first, more), "files", {});
+    if (!more) return true;
+    auto where = [&] { return "files[" + std::to_string(ix_.files.size()) + "]"; };
     if (ix_.files.size() >= lim_.max_files) {
-      return sink.limit("more than " + std::to_string(lim_.max_files) + " files");
+      return fail(sink.limit("more than " + std::to_string(lim_.max_files) + " files"));
     }
-    od::object o;
-    CKPT_JSON(el.get_object().get(o), where, "an object");
+    CKPT_READ(r_.begin_object(), where(), "an object");
     file_entry fe;
-    bool has_name = false, has_size = false;
-    for (auto fr : o) {
-      od::field f;
-      CKPT_JSON(std::move(fr).get(f), where, {});
-      std::string_view key;
-      int which;
-      CKPT_JSON(read_key(f, {"name", "size"}, which, key), where, {});
-      od::value& fv = f.value();
-      if (which == 0) {
-        if (has_name) return sink.corrupt(where + ": duplicate key \"name\"");
+    bool has_name = false, has_size = false, ofirst = true, omore;
+    std::string_view key;
+    for (;;) {
+      CKPT_READ(r_.next_key(ofirst, omore, key), where(), {});
+      if (!omore) break;
+      if (key == "name") {
+        if (has_name) return fail(sink.corrupt(where() + ": duplicate key \"name\""));
         has_name = true;
-        CKPT_GET_STR(std::string_view s, fv, where + ".name");
+        std::string_view s;
+        CKPT_READ(r_.string(s), where() + ".name", "a string");
         if (!plain_file_name(s)) {
-          return sink.corrupt(where + ": file name " + shown(s) +
-                              " is not a plain file name (no '/', '..', '.', NUL or empty)");
+          return fail(sink.corrupt(where() + ": file name " + shown(s) +
+                                   " is not a plain file name (no '/', '..', '.', NUL or empty)"));
         }
         fe.name = std::string(s);
-      } else if (which == 1) {
-        if (has_size) return sink.corrupt(where + ": duplicate key \"size\"");
+      } else if (key == "size") {
+        if (has_size) return fail(sink.corrupt(where() + ": duplicate key \"size\""));
         has_size = true;
-        CKPT_GET_U64(fe.size, fv, where + ".size");
-      } else {
-        note_unknown(key);
+        CKPT_READ(r_.u64(fe.size), where() + ".size", non_negative_integer);
+      } else if (!skip_unknown(key)) {
+        return false;
       }
     }
-    if (!has_name) return sink.corrupt(where + ": missing key \"name\"");
-    if (!has_size) return sink.corrupt(where + ": missing key \"size\"");
+    if (!has_name) return fail(sink.corrupt(where() + ": missing key \"name\""));
+    if (!has_size) return fail(sink.corrupt(where() + ": missing key \"size\""));
     if (fe.size > lim_.max_file_bytes) {
-      return sink.limit(where + ": file " + shown(fe.name) + " claims " + std::to_string(fe.size) +
-                        " bytes, more than the cap of " + std::to_string(lim_.max_file_bytes));
+      return fail(sink.limit(where() + ": file " + shown(fe.name) + " claims " +
+                             std::to_string(fe.size) + " bytes, more than the cap of " +
+                             std::to_string(lim_.max_file_bytes)));
     }
     ix_.files.push_back(std::move(fe));
   }
-  return success();
 }
 
-result<void> index_parser::parse_node(od::value v, std::uint32_t depth, std::string_view key) {
+bool index_parser::parse_node(std::uint32_t depth, std::string_view key) {
   if (depth > max_depth_) {
-    return sink.limit("tree: nesting deeper than " + std::to_string(max_depth_) + " levels");
+    return fail(sink.limit("tree: nesting deeper than " + std::to_string(max_depth_) + " levels"));
   }
-  od::json_type t;
-  CKPT_JSON(v.type().get(t), "tree", {});
-  if (t == od::json_type::null) {
-    bool is_null = false;
-    CKPT_JSON(v.is_null().get(is_null), "tree", {});
-    if (!is_null) return sink.corrupt("tree: malformed null");
-    CKPT_TRY(count_inner_node());
+  const char c = r_.peek();
+  if (c == 'n') {
+    CKPT_READ(r_.null(), "tree", "null");
+    if (!count_inner_node()) return false;
     nodes_.push_back({tree::kind::none, 0, 0, key});
-    return success();
+    return true;
   }
-  if (t != od::json_type::object) {
-    return sink.corrupt("tree: a node must be null or an object with one key leaf, dict or list");
+  if (!r_.begin_object()) {
+    if (r_.last_fault() != json::fault::type) return json_fail("tree", {});
+    return fail(
+        sink.corrupt("tree: a node must be null or an object with one key leaf, dict or list"));
   }
-  od::object o;
-  CKPT_JSON(v.get_object().get(o), "tree", "an object");
-  std::size_t fields = 0;
-  for (auto fr : o) {
-    if (fields++ > 0) return sink.corrupt("tree: a node object must have exactly one key");
-    od::field f;
-    CKPT_JSON(std::move(fr).get(f), "tree", {});
-    std::string_view kind;
-    int which;
-    CKPT_JSON(read_key(f, {"leaf", "dict", "list"}, which, kind), "tree", {});
-    od::value& cv = f.value();
-    if (which == 0) {
-      CKPT_GET_U64(std::uint64_t i, cv, "tree leaf");
-      if (i != tree_leaves_) {
-        return sink.corrupt(
-            "tree: leaf " + std::to_string(i) +
-            (i < tree_leaves_ ? " referenced twice or out of order" : " referenced out of order") +
-            " (expected leaf " + std::to_string(tree_leaves_) + " next)");
-      }
-      if (++tree_leaves_ > lim_.max_leaves) {
-        return sink.limit("tree: more than " + std::to_string(lim_.max_leaves) + " leaves");
-      }
-      nodes_.push_back({tree::kind::leaf, 0, i, key});
-    } else if (which == 1 || which == 2) {
-      const bool dict = which == 1;
-      od::array a;
-      CKPT_JSON(cv.get_array().get(a), dict ? "tree dict" : "tree list", "an array");
-      CKPT_TRY(count_inner_node());
-      const std::size_t self = nodes_.size();
-      nodes_.push_back({dict ? tree::kind::dict : tree::kind::list, 0, 0, key});
-      std::uint32_t children = 0;
-      for (auto el : a) {
-        od::value child;
-        CKPT_JSON(el.get(child), "tree", {});
-        if (children == std::numeric_limits<std::uint32_t>::max()) {
-          return sink.limit("tree: too many children in one node");
-        }
-        ++children;
-        if (!dict) {
-          CKPT_TRY(parse_node(child, depth + 1, {}));
-          continue;
-        }
-        od::array pair;
-        CKPT_JSON(child.get_array().get(pair), "tree dict item", "an array [key, node]");
-        std::size_t n = 0;
-        std::string_view k;
-        for (auto pe : pair) {
-          od::value pv;
-          CKPT_JSON(pe.get(pv), "tree dict item", {});
-          if (n == 0) {
-            CKPT_GET_STR(k, pv, "tree dict key");
-            if (k.size() > lim_.max_key_bytes) {
-              return sink.limit("tree: dict key " + shown(k) + " is longer than " +
-                                std::to_string(lim_.max_key_bytes) + " bytes");
-            }
-          } else if (n == 1) {
-            CKPT_TRY(parse_node(pv, depth + 1, k));
-          } else {
-            return sink.corrupt("tree: dict item for key " + shown(k) +
-                                " has more than two elements");
-          }
-          ++n;
-        }
-        if (n != 2) return sink.corrupt("tree: a dict item must be [key, node]");
-      }
-      nodes_[self].children = children;
-    } else {
-      return sink.corrupt("tree: unknown node kind " + shown(kind) +
-                          " (expected leaf, dict or list)");
+  bool first = true, more;
+  std::string_view kind;
+  CKPT_READ(r_.next_key(first, more, kind), "tree", {});
+  if (!more) return fail(sink.corrupt("tree: a node object must have exactly one key"));
+  if (kind == "leaf") {
+    std::uint64_t i;
+    CKPT_READ(r_.u64(i), "tree leaf", non_negative_integer);
+    if (i != tree_leaves_) {
+      return fail(sink.corrupt(
+          "tree: leaf " + std::to_string(i) +
+          (i < tree_leaves_ ? " referenced twice or out of order" : " referenced out of order") +
+          " (expected leaf " + std::to_string(tree_leaves_) + " next)"));
     }
+    if (++tree_leaves_ > lim_.max_leaves) {
+      return fail(sink.limit("tree: more than " + std::to_string(lim_.max_leaves) + " leaves"));
+    }
+    nodes_.push_back({tree::kind::leaf, 0, i, key});
+  } else if (kind == "dict" || kind == "list") {
+    const bool dict = kind == "dict";
+    CKPT_READ(r_.begin_array(), dict ? "tree dict" : "tree list", "an array");
+    if (!count_inner_node()) return false;
+    const std::size_t self = nodes_.size();
+    nodes_.push_back({dict ? tree::kind::dict : tree::kind::list, 0, 0, key});
+    std::uint32_t children = 0;
+    bool afirst = true, amore;
+    for (;;) {
+      CKPT_READ(r_.next_element(afirst, amore), "tree", {});
+      if (!amore) break;
+      if (children == std::numeric_limits<std::uint32_t>::max()) {
+        return fail(sink.limit("tree: too many children in one node"));
+      }
+      ++children;
+      if (!dict) {
+        if (!parse_node(depth + 1, {})) return false;
+        continue;
+      }
+      CKPT_READ(r_.begin_array(), "tree dict item", "an array [key, node]");
+      bool pfirst = true, pmore;
+      std::string_view k;
+      CKPT_READ(r_.next_element(pfirst, pmore), "tree dict item", {});
+      if (!pmore) return fail(sink.corrupt("tree: a dict item must be [key, node]"));
+      CKPT_READ(r_.string(k), "tree dict key", "a string");
+      if (k.size() > lim_.max_key_bytes) {
+        return fail(sink.limit("tree: dict key " + shown(k) + " is longer than " +
+                               std::to_string(lim_.max_key_bytes) + " bytes"));
+      }
+      CKPT_READ(r_.next_element(pfirst, pmore), "tree dict item", {});
+      if (!pmore) return fail(sink.corrupt("tree: a dict item must be [key, node]"));
+      if (!parse_node(depth + 1, k)) return false;
+      CKPT_READ(r_.next_element(pfirst, pmore), "tree dict item", {});
+      if (pmore) {
+        return fail(
+            sink.corrupt("tree: dict item for key " + shown(k) + " has more than two elements"));
+      }
+    }
+    nodes_[self].children = children;
+  } else {
+    return fail(
+        sink.corrupt("tree: unknown node kind " + shown(kind) + " (expected leaf, dict or list)"));
   }
-  if (fields == 0) return sink.corrupt("tree: a node object must have exactly one key");
-  return success();
+  CKPT_READ(r_.next_key(first, more, kind), "tree", {});
+  if (more) return fail(sink.corrupt("tree: a node object must have exactly one key"));
+  return true;
 }
 
-result<void> index_parser::parse_leaves(od::value& v) {
-  od::array a;
-  CKPT_JSON(v.get_array().get(a), "leaves", "an array");
+bool index_parser::parse_leaves() {
+  CKPT_READ(r_.begin_array(), "leaves", "an array");
   // When the tree came first (as writers emit it), its leaf count is the expected length.
   ix_.leaves.reserve(std::min<std::uint64_t>(tree_leaves_, lim_.max_leaves));
-  for (auto el : a) {
-    if (ix_.leaves.size() >= lim_.max_leaves) {
-      return sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves");
+  bool first = true, more;
+  for (;;) {
+    CKPT_READ(r_.next_element(first, more), "leaves", {});
+    if (!more) return true;
+    const std::size_t li = ix_.leaves.size();
+    if (li >= lim_.max_leaves) {
+      return fail(sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves"));
     }
-    od::object o;
-    CKPT_JSON(el.get_object().get(o), "leaves[" + std::to_string(ix_.leaves.size()) + "]",
-              "an object");
+    CKPT_READ(r_.begin_object(), "leaves[" + std::to_string(li) + "]", "an object");
     ix_.leaves.emplace_back();
-    CKPT_TRY(parse_leaf(o));
+    if (!parse_leaf(li)) return false;
   }
-  return success();
 }
 
-result<void> index_parser::parse_leaf(od::object& o) {
-  const std::size_t li = ix_.leaves.size() - 1;
+bool index_parser::parse_leaf(std::size_t li) {
   leaf_entry& le = ix_.leaves.back();
   constexpr unsigned k_path = 1, k_dtype = 2, k_shape = 4, k_chunks = 8;
   unsigned seen = 0;
   std::uint64_t raw_sum = 0;
-  for (auto fr : o) {
-    od::field f;
-    CKPT_JSON(std::move(fr).get(f), leaf_name(li), {});
-    std::string_view key;
-    int which;
-    CKPT_JSON(read_key(f, {"path", "dtype", "shape", "chunks"}, which, key), leaf_name(li), {});
-    od::value& v = f.value();
-    const unsigned bit = which < 0 ? 0u : 1u << which;
+  bool first = true, more;
+  std::string_view key;
+  for (;;) {
+    CKPT_READ(r_.next_key(first, more, key), leaf_name(li), {});
+    if (!more) break;
+    const unsigned bit = key == "path"     ? k_path
+                         : key == "dtype"  ? k_dtype
+                         : key == "shape"  ? k_shape
+                         : key == "chunks" ? k_chunks
+                                           : 0;
     if (bit == 0) {
-      note_unknown(key);
+      if (!skip_unknown(key)) return false;
       continue;
     }
-    if (seen & bit) return sink.corrupt(leaf_name(li) + ": duplicate key " + shown(key));
+    if (seen & bit) return fail(sink.corrupt(leaf_name(li) + ": duplicate key " + shown(key)));
     seen |= bit;
     switch (bit) {
       case k_path: {
-        CKPT_GET_STR(std::string_view s, v, leaf_name(li) + ".path");
-        le.path = std::string(s);
+        std::string_view s;
+        CKPT_READ(r_.string(s), leaf_name(li) + ".path", "a string");
+        le.path.assign(s);
         break;
       }
       case k_dtype: {
-        CKPT_GET_STR(std::string_view s, v, leaf_name(li) + ".dtype");
-        auto t = fast_parse_dtype(s);
-        if (!t) return sink.corrupt(leaf_name(li) + ": " + t.error().message());
-        le.dtype = t.value();
-        break;
-      }
-      case k_shape: {
-        od::array a;
-        CKPT_JSON(v.get_array().get(a), leaf_name(li) + ".shape", "an array of extents");
-        for (auto el : a) {
-          if (le.shape.size() >= lim_.max_rank) {
-            return sink.limit(leaf_name(li) + ": rank above the cap of " +
-                              std::to_string(lim_.max_rank));
-          }
-          std::int64_t x;
-          CKPT_JSON(el.get_int64().get(x), leaf_name(li) + ".shape", "integer extents");
-          if (x < 0) {
-            return sink.corrupt(leaf_name(li) + ": negative extent " + std::to_string(x) +
-                                " in shape");
-          }
-          le.shape.push_back(x);
+        std::string_view s;
+        CKPT_READ(r_.string(s), leaf_name(li) + ".dtype", "a string");
+        if (!fast_parse_dtype(s, le.dtype)) {
+          auto t = parse_dtype(s);
+          if (!t) return fail(sink.corrupt(leaf_name(li) + ": " + t.error().message()));
+          le.dtype = t.value();
         }
         break;
       }
-      case k_chunks: {
-        od::array a;
-        CKPT_JSON(v.get_array().get(a), leaf_name(li) + ".chunks", "an array");
-        for (auto el : a) {
-          if (++total_chunks_ > lim_.max_chunks) {
-            return sink.limit("more than " + std::to_string(lim_.max_chunks) + " chunks");
+      case k_shape: {
+        CKPT_READ(r_.begin_array(), leaf_name(li) + ".shape", "an array of extents");
+        // Extents gather in `small` first, so a shape costs one allocation.
+        std::int64_t small[8];
+        std::size_t rank = 0;
+        bool sfirst = true, smore;
+        for (;;) {
+          CKPT_READ(r_.next_element(sfirst, smore), leaf_name(li) + ".shape", {});
+          if (!smore) break;
+          if (rank >= lim_.max_rank) {
+            return fail(sink.limit(leaf_name(li) + ": rank above the cap of " +
+                                   std::to_string(lim_.max_rank)));
           }
-          od::value cv;
-          CKPT_JSON(el.get(cv), leaf_name(li) + ".chunks", {});
-          CKPT_TRY(parse_chunk(cv, le, {}));
+          std::int64_t x;
+          CKPT_READ(r_.i64(x), leaf_name(li) + ".shape", "integer extents");
+          if (x < 0) {
+            return fail(sink.corrupt(leaf_name(li) + ": negative extent " + std::to_string(x) +
+                                     " in shape"));
+          }
+          if (rank == std::size(small)) le.shape.assign(small, small + rank);
+          if (rank >= std::size(small)) {
+            le.shape.push_back(x);
+          } else {
+            small[rank] = x;
+          }
+          ++rank;
+        }
+        if (rank <= std::size(small)) le.shape.assign(small, small + rank);
+        break;
+      }
+      case k_chunks: {
+        CKPT_READ(r_.begin_array(), leaf_name(li) + ".chunks", "an array");
+        bool cfirst = true, cmore;
+        for (;;) {
+          CKPT_READ(r_.next_element(cfirst, cmore), leaf_name(li) + ".chunks", {});
+          if (!cmore) break;
+          if (++total_chunks_ > lim_.max_chunks) {
+            return fail(sink.limit("more than " + std::to_string(lim_.max_chunks) + " chunks"));
+          }
+          if (!parse_chunk(li, le)) return false;
           const std::uint64_t raw = le.chunks.back().raw_size;
           if (raw_sum > std::numeric_limits<std::uint64_t>::max() - raw) {
-            return sink.corrupt(leaf_name(li) + ": chunk sizes overflow");
+            return fail(sink.corrupt(leaf_name(li) + ": chunk sizes overflow"));
           }
           raw_sum += raw;
         }
@@ -649,83 +756,90 @@ result<void> index_parser::parse_leaf(od::object& o) {
       }
     }
   }
-  if (!(seen & k_path)) return sink.corrupt(leaf_name(li) + ": missing key \"path\"");
-  if (!(seen & k_dtype)) return sink.corrupt(leaf_name(li) + ": missing key \"dtype\"");
-  if (!(seen & k_shape)) return sink.corrupt(leaf_name(li) + ": missing key \"shape\"");
-  if (!(seen & k_chunks)) return sink.corrupt(leaf_name(li) + ": missing key \"chunks\"");
-  auto bytes = byte_size(le.dtype, le.shape);
-  if (!bytes) return sink.corrupt(leaf_name(li) + ": " + bytes.error().message());
-  le.num_bytes = bytes.value();
-  if (raw_sum != le.num_bytes) {
-    return sink.corrupt(leaf_name(li) + ": chunks hold " + std::to_string(raw_sum) +
-                        " raw bytes, expected " + std::to_string(le.num_bytes) + " for " +
-                        std::string(dtype_name(le.dtype)) + shape_to_string(le.shape));
+  if (!(seen & k_path)) return fail(sink.corrupt(leaf_name(li) + ": missing key \"path\""));
+  if (!(seen & k_dtype)) return fail(sink.corrupt(leaf_name(li) + ": missing key \"dtype\""));
+  if (!(seen & k_shape)) return fail(sink.corrupt(leaf_name(li) + ": missing key \"shape\""));
+  if (!(seen & k_chunks)) return fail(sink.corrupt(leaf_name(li) + ": missing key \"chunks\""));
+  if (!fast_byte_size(le.dtype, le.shape, le.num_bytes)) {
+    auto bytes = byte_size(le.dtype, le.shape);
+    if (!bytes) return fail(sink.corrupt(leaf_name(li) + ": " + bytes.error().message()));
+    le.num_bytes = bytes.value();
   }
-  return success();
+  if (raw_sum != le.num_bytes) {
+    return fail(sink.corrupt(leaf_name(li) + ": chunks hold " + std::to_string(raw_sum) +
+                             " raw bytes, expected " + std::to_string(le.num_bytes) + " for " +
+                             std::string(dtype_name(le.dtype)) + shape_to_string(le.shape)));
+  }
+  return true;
 }
 
-result<void> index_parser::parse_chunk(od::value& v, leaf_entry& le, std::string_view) {
-  const std::size_t li = ix_.leaves.size() - 1;
+bool index_parser::parse_chunk(std::size_t li, leaf_entry& le) {
   auto where = [&] { return leaf_name(li) + ": chunk " + std::to_string(le.chunks.size()); };
-  od::array a;
-  CKPT_JSON(v.get_array().get(a), where(), "[file, offset, stored, raw, codec, xxh3]");
-  chunk_entry c;
+  constexpr std::string_view layout = "[file, offset, stored, raw, codec, xxh3]";
+  CKPT_READ(r_.begin_array(), where(), layout);
   std::uint64_t u[4] = {};
   std::string_view codec_s, hex_s;
   std::size_t n = 0;
-  for (auto el : a) {
-    od::value x;
-    CKPT_JSON(el.get(x), where(), {});
+  bool first = true, more;
+  for (;;) {
+    CKPT_READ(r_.next_element(first, more), where(), {});
+    if (!more) break;
     if (n < 4) {
-      CKPT_JSON(x.get_uint64().get(u[n]), where(),
-                "[file, offset, stored, raw, codec, xxh3] "
-                "with non-negative integers");
+      CKPT_READ(r_.u64(u[n]), where(),
+                "[file, offset, stored, raw, codec, xxh3] with non-negative integers");
     } else if (n == 4) {
-      CKPT_JSON(x.get_string().get(codec_s), where(), "a codec name string");
+      CKPT_READ(r_.string(codec_s), where(), "a codec name string");
     } else if (n == 5) {
-      CKPT_JSON(x.get_string().get(hex_s), where(), "a checksum string");
+      CKPT_READ(r_.string(hex_s), where(), "a checksum string");
     } else {
-      return sink.corrupt(where() + ": more than 6 elements");
+      return fail(sink.corrupt(where() + ": more than 6 elements"));
     }
     ++n;
   }
   if (n != 6) {
-    return sink.corrupt(where() + ": expected [file, offset, stored, raw, codec, xxh3], got " +
-                        std::to_string(n) + " elements");
+    return fail(sink.corrupt(where() + ": expected " + std::string(layout) + ", got " +
+                             std::to_string(n) + " elements"));
   }
+  chunk_entry c;
   if (u[0] > std::numeric_limits<std::uint32_t>::max()) {
-    return sink.corrupt(where() + ": file index " + std::to_string(u[0]) + " out of range");
+    return fail(sink.corrupt(where() + ": file index " + std::to_string(u[0]) + " out of range"));
   }
   c.file = static_cast<std::uint32_t>(u[0]);
   c.offset = u[1];
   c.stored_size = u[2];
   c.raw_size = u[3];
-  auto cd = parse_codec(codec_s);
-  if (!cd) return sink.corrupt(where() + ": " + cd.error().message());
-  c.codec = cd.value();
-  auto h = parse_checksum_hex(hex_s);
-  if (!h) return sink.corrupt(where() + ": " + h.error().message());
-  c.xxh3 = h.value();
+  if (!try_parse_codec(codec_s, c.codec)) {
+    auto cd = parse_codec(codec_s);
+    if (!cd) return fail(sink.corrupt(where() + ": " + cd.error().message()));
+    c.codec = cd.value();
+  }
+  if (!try_parse_checksum_hex(hex_s, c.xxh3)) {
+    auto h = parse_checksum_hex(hex_s);
+    if (!h) return fail(sink.corrupt(where() + ": " + h.error().message()));
+    c.xxh3 = h.value();
+  }
   if (c.raw_size == 0 || c.stored_size == 0) {
-    return sink.corrupt(where() + ": empty chunk (stored " + std::to_string(c.stored_size) +
-                        ", raw " + std::to_string(c.raw_size) + ")");
+    return fail(sink.corrupt(where() + ": empty chunk (stored " + std::to_string(c.stored_size) +
+                             ", raw " + std::to_string(c.raw_size) + ")"));
   }
   if (c.codec == codec::raw && c.stored_size != c.raw_size) {
-    return sink.corrupt(where() + ": raw chunk stores " + std::to_string(c.stored_size) +
-                        " bytes for " + std::to_string(c.raw_size) + " raw bytes");
+    return fail(sink.corrupt(where() + ": raw chunk stores " + std::to_string(c.stored_size) +
+                             " bytes for " + std::to_string(c.raw_size) + " raw bytes"));
   }
   if (c.codec != codec::raw &&
       (c.raw_size > max_lz4_chunk || c.stored_size > encode_bound(c.raw_size))) {
-    return sink.corrupt(where() + ": " + std::string(codec_name(c.codec)) + " chunk of " +
-                        std::to_string(c.stored_size) + " stored bytes for " +
-                        std::to_string(c.raw_size) + " raw bytes is impossible");
+    return fail(sink.corrupt(where() + ": " + std::string(codec_name(c.codec)) + " chunk of " +
+                             std::to_string(c.stored_size) + " stored bytes for " +
+                             std::to_string(c.raw_size) + " raw bytes is impossible"));
   }
   if (c.offset > std::numeric_limits<std::uint64_t>::max() - c.stored_size) {
-    return sink.corrupt(where() + ": offset + size overflows");
+    return fail(sink.corrupt(where() + ": offset + size overflows"));
   }
   le.chunks.push_back(c);
-  return success();
+  return true;
 }
+
+#undef CKPT_READ
 
 result<void> index_parser::check_files() {
   if (ix_.files.size() < 2) return success();
@@ -740,8 +854,9 @@ result<void> index_parser::check_files() {
 }
 
 result<void> index_parser::check_chunks() {
-  // Bounds, then overlap. Writers emit chunks in increasing offset order per file, so the
-  // common case is a linear scan; anything else falls back to a sort.
+  // Bounds, then overlap. Writers emit chunks in increasing offset order per file when they
+  // write in leaf order: then a linear scan decides. A real save writes in parallel, so the
+  // extents are sorted by (file, offset) (a radix sort) and adjacent ones compared.
   struct extent {
     std::uint64_t begin, end;
     std::uint32_t file;
@@ -749,7 +864,9 @@ result<void> index_parser::check_chunks() {
     std::size_t leaf;
   };
   std::vector<std::uint64_t> last_end(ix_.files.size(), 0);
-  std::vector<std::size_t> last_leaf(ix_.files.size(), 0);
+  std::vector<extent> ex;
+  ex.reserve(total_chunks_);
+  std::uint64_t offset_bits = 0;
   bool sorted = true;
   for (std::size_t li = 0; li < ix_.leaves.size(); ++li) {
     const auto& le = ix_.leaves[li];
@@ -770,23 +887,36 @@ result<void> index_parser::check_chunks() {
       }
       if (c.offset < last_end[c.file]) sorted = false;
       last_end[c.file] = end;
-      last_leaf[c.file] = li;
+      ex.push_back({c.offset, end, c.file, static_cast<std::uint32_t>(ci), li});
+      offset_bits |= c.offset;
     }
   }
   if (sorted) return success();
-  std::vector<extent> ex;
-  ex.reserve(total_chunks_);
-  for (std::size_t li = 0; li < ix_.leaves.size(); ++li) {
-    const auto& chunks = ix_.leaves[li].chunks;
-    for (std::size_t ci = 0; ci < chunks.size(); ++ci) {
-      const auto& c = chunks[ci];
-      ex.push_back(
-          {c.offset, c.offset + c.stored_size, c.file, static_cast<std::uint32_t>(ci), li});
-    }
+  // LSD radix passes over the 11-bit digits of the offsets that vary, then a stable counting
+  // pass by file.
+  std::vector<extent> tmp(ex.size());
+  std::vector<std::size_t> count;
+  auto scatter = [&](auto key, std::size_t buckets) {
+    count.assign(buckets + 1, 0);
+    for (const extent& e : ex)
+      ++count[key(e) + 1];
+    for (std::size_t b = 1; b <= buckets; ++b)
+      count[b] += count[b - 1];
+    for (const extent& e : ex)
+      tmp[count[key(e)]++] = e;
+    ex.swap(tmp);
+  };
+  constexpr unsigned digit = 11;
+  for (unsigned shift = 0; shift < 64 && (offset_bits >> shift) != 0; shift += digit) {
+    scatter(
+        [shift](const extent& e) {
+          return static_cast<std::size_t>((e.begin >> shift) & ((1u << digit) - 1));
+        },
+        std::size_t{1} << digit);
   }
-  std::sort(ex.begin(), ex.end(), [](const extent& a, const extent& b) {
-    return a.file != b.file ? a.file < b.file : a.begin < b.begin;
-  });
+  if (ix_.files.size() > 1) {
+    scatter([](const extent& e) { return static_cast<std::size_t>(e.file); }, ix_.files.size());
+  }
   for (std::size_t i = 1; i < ex.size(); ++i) {
     const extent& a = ex[i - 1];
     const extent& b = ex[i];
@@ -801,54 +931,56 @@ result<void> index_parser::check_chunks() {
   return success();
 }
 
-result<tree> index_parser::build(std::size_t& pos, std::string& path) {
+bool index_parser::build(std::size_t& pos, std::string& path, tree& out) {
   const tnode& n = nodes_[pos++];
   switch (n.kind) {
     case tree::kind::none:
-      return tree();
+      return true;
     case tree::kind::leaf: {
       const leaf_entry& le = ix_.leaves[n.leaf];
       if (le.path != path) {
-        return sink.corrupt("leaf " + std::to_string(n.leaf) + ": path " + shown(le.path) +
-                            " does not match the tree's path " + shown(path));
+        return fail(sink.corrupt("leaf " + std::to_string(n.leaf) + ": path " + shown(le.path) +
+                                 " does not match the tree's path " + shown(path)));
       }
       auto a = array::spec(le.dtype, le.shape);
-      if (!a) return sink.corrupt(leaf_name(n.leaf) + ": " + a.error().message());
-      return tree(std::move(a).value());
+      if (!a) return fail(sink.corrupt(leaf_name(n.leaf) + ": " + a.error().message()));
+      out = tree(std::move(a).value());
+      return true;
     }
     case tree::kind::dict: {
-      tree t = tree::dict();
-      t.reserve(n.children);
+      // Each child is built in its place in the dict (no tree moved per level).
+      out = tree::dict();
+      out.reserve(n.children);
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
         const std::string_view key = nodes_[pos].key;
+        const std::size_t before = out.size();
+        tree& slot = out.set(std::string(key), tree());
+        if (out.size() == before) {
+          return fail(
+              sink.corrupt("tree: duplicate key " + shown(key) + " in dict " + shown(path)));
+        }
         if (len != 0) path += '/';
         append_escaped_key(path, key);
-        CKPT_TRY(tree sub, build(pos, path));
+        if (!build(pos, path, slot)) return false;
         path.resize(len);
-        const std::size_t before = t.size();
-        t.set(std::string(key), std::move(sub));
-        if (t.size() == before) {
-          return sink.corrupt("tree: duplicate key " + shown(key) + " in dict " + shown(path));
-        }
       }
-      return t;
+      return true;
     }
     case tree::kind::list: {
-      tree t = tree::list();
-      t.reserve(n.children);
+      out = tree::list();
+      out.reserve(n.children);
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
         if (len != 0) path += '/';
         append_u64(path, i);
-        CKPT_TRY(tree sub, build(pos, path));
+        if (!build(pos, path, out.append(tree()))) return false;
         path.resize(len);
-        t.append(std::move(sub));
       }
-      return t;
+      return true;
     }
   }
-  return sink.corrupt("tree: bad node");
+  return fail(sink.corrupt("tree: bad node"));
 }
 
 }  // namespace
@@ -948,14 +1080,9 @@ result<index> parse_index(std::string_view json, const parse_limits& limits) {
                                           std::to_string(limits.max_index_bytes));
   }
   if (json.empty()) return fail(errc::corrupt, "index.json: empty");
-  auto r = with_parser(json, [&](od::document& doc) -> result<index> {
-    index_parser p(limits, json.size());
-    return p.run(doc);
-  });
-  if (!r && r.error() == errc::corrupt && r.error().message().rfind("index.json", 0) != 0) {
-    return fail(std::move(r).error().with_context("index.json: malformed JSON"));
-  }
-  return r;
+  if (!is_valid_utf8(json)) return fail(errc::corrupt, "index.json: not valid UTF-8");
+  index_parser p(json, limits);
+  return p.run();
 }
 
 // ---------------------------------------------------------------------------------------------

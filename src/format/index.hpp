@@ -31,12 +31,12 @@ std::string data_file_name(std::uint32_t i);
 inline constexpr std::size_t parse_padding = 64;
 
 struct chunk_entry {
-  std::uint32_t file = 0;         ///< index into index::files
   std::uint64_t offset = 0;       ///< byte offset of the stored bytes in that file (any alignment)
   std::uint64_t stored_size = 0;  ///< bytes on disk
   std::uint64_t raw_size = 0;     ///< bytes after decoding
+  std::uint64_t xxh3 = 0;         ///< XXH3-64 of the stored bytes
+  std::uint32_t file = 0;         ///< index into index::files
   format::codec codec = format::codec::raw;
-  std::uint64_t xxh3 = 0;  ///< XXH3-64 of the stored bytes
 };
 
 struct leaf_entry {
