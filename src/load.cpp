@@ -574,7 +574,8 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
   }
   std::vector<target> targets;
   std::unordered_map<std::string, ckpt::array> restored;
-  tree shape_tree;  // what to rebuild
+  tree shape_tree;  // what to rebuild from `restored`
+  tree whole;       // or, for the whole checkpoint, the result built straight from the index
   result<void> m = success();
   // Leaf i of the checkpoint goes into a fresh buffer, returned under `key` in the result tree.
   auto add_allocated = [&](std::uint32_t i, const std::string& key) -> result<void> {
@@ -585,7 +586,8 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
     return success();
   };
   if (want_subtree) {
-    auto node = cf.ix.structure.at(subtree);
+    const tree structure = format::structure(cf.ix);
+    auto node = structure.at(subtree);
     if (!node) {
       co_await close_dir();
       co_return fail(std::move(node).error().with_context(cf.ck.where));
@@ -604,9 +606,16 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
     shape_tree = *tmpl;
     m = match_template(cf.ix, *tmpl, opt.partial, targets, restored, cf.ck.where);
   } else {
-    shape_tree = cf.ix.structure;
-    for (std::uint32_t i = 0; i < cf.ix.leaves.size() && m; ++i) {
-      m = add_allocated(i, cf.ix.leaves[i].path);
+    targets.reserve(cf.ix.leaves.size());
+    auto t = format::build_tree(cf.ix, [&](std::size_t i) -> result<ckpt::array> {
+      auto z = allocate_leaf(cf.ix.leaves[i]);
+      if (z) targets.push_back({static_cast<std::uint32_t>(i), z.value().mutable_bytes()});
+      return z;
+    });
+    if (t) {
+      whole = std::move(t).value();
+    } else {
+      m = fail(std::move(t).error());
     }
   }
   if (m) m = co_await read_targets(rt, cf, targets, opt);
@@ -615,7 +624,7 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
   loaded_checkpoint out;
   std::string p;
   bool any = false;
-  out.tree = rebuild(shape_tree, p, restored, any);
+  out.tree = want_subtree || tmpl ? rebuild(shape_tree, p, restored, any) : std::move(whole);
   out.metadata = std::move(cf.metadata);
   out.job = std::move(cf.job);
   co_return out;

@@ -191,7 +191,6 @@ std::string random_suffix() {
 
 void save_handle::state::plan() {
   // The index model: files come later; leaves and structure now.
-  std::vector<ckpt::array> specs;
   ix.leaves.resize(leaves.size());
   const std::uint64_t cb = std::max<std::uint64_t>(options.chunk_bytes, 4096);
   for (std::size_t i = 0; i < leaves.size(); ++i) {
@@ -201,9 +200,8 @@ void save_handle::state::plan() {
     le.dtype = a.dtype();
     le.shape = a.shape();
     le.num_bytes = a.num_bytes();
-    specs.push_back(array::spec(a.dtype(), a.shape()).value());
   }
-  ix.structure = unflatten(structure, std::move(specs)).value();
+  format::set_structure(ix, structure);
 
   units = pack_units(leaves, cb);
   for (const auto& u : units) {

@@ -176,7 +176,7 @@ std::string claimed_index(std::uint64_t elements, std::uint64_t file_size) {
   c.xxh3 = 0;
   le.chunks.push_back(c);
   ix.leaves.push_back(le);
-  ix.structure = tree::dict({{"w", array::spec(dtype::f32, le.shape).value()}});
+  fmt::set_structure(ix, tree::dict({{"w", array::spec(dtype::f32, le.shape).value()}}));
   return fmt::encode_index(ix);
 }
 

@@ -77,8 +77,10 @@ void append_json_string(std::string& out, std::string_view s) {
   out += '"';
 }
 
-void append_node(std::string& out, const tree& t, std::uint64_t& next_leaf) {
-  switch (t.type()) {
+/// Writes the subtree at ix.nodes[pos] (and moves pos past it).
+void append_node(std::string& out, const index& ix, std::size_t& pos, std::uint64_t& next_leaf) {
+  const tree_node& n = ix.nodes[pos++];
+  switch (n.kind) {
     case tree::kind::none:
       out += "null";
       return;
@@ -87,32 +89,40 @@ void append_node(std::string& out, const tree& t, std::uint64_t& next_leaf) {
       append_u64(out, next_leaf++);
       out += '}';
       return;
-    case tree::kind::dict: {
-      out += "{\"dict\":[";
-      bool first = true;
-      for (const auto& [k, v] : t.items()) {
-        if (!first) out += ',';
-        first = false;
-        out += '[';
-        append_json_string(out, k);
-        out += ',';
-        append_node(out, v, next_leaf);
-        out += ']';
-      }
-      out += "]}";
-      return;
-    }
+    case tree::kind::dict:
     case tree::kind::list: {
-      out += "{\"list\":[";
-      bool first = true;
-      for (const auto& v : t.elements()) {
-        if (!first) out += ',';
-        first = false;
-        append_node(out, v, next_leaf);
+      const bool dict = n.kind == tree::kind::dict;
+      out += dict ? "{\"dict\":[" : "{\"list\":[";
+      for (std::uint32_t i = 0; i < n.children; ++i) {
+        if (i) out += ',';
+        if (dict) {
+          out += '[';
+          append_json_string(out, ix.key(ix.nodes[pos]));
+          out += ',';
+        }
+        append_node(out, ix, pos, next_leaf);
+        if (dict) out += ']';
       }
       out += "]}";
       return;
     }
+  }
+}
+
+void add_nodes(index& ix, const tree& t, std::string_view key) {
+  tree_node n;
+  n.kind = t.type();
+  n.key_offset = ix.keys.size();
+  n.key_size = static_cast<std::uint32_t>(key.size());
+  ix.keys += key;
+  if (t.is_dict() || t.is_list()) n.children = static_cast<std::uint32_t>(t.size());
+  ix.nodes.push_back(n);
+  if (t.is_dict()) {
+    for (const auto& [k, v] : t.items())
+      add_nodes(ix, v, k);
+  } else if (t.is_list()) {
+    for (const auto& v : t.elements())
+      add_nodes(ix, v, {});
   }
 }
 
@@ -320,18 +330,21 @@ class index_parser {
         lim_(limits),
         max_depth_(std::min<std::uint32_t>(limits.max_depth, 1024)) {
     // A tree node takes at least 4 bytes of JSON ("null"); most take far more.
-    nodes_.reserve(std::min<std::size_t>(json.size() / 64, 1u << 20));
+    ix_.nodes.reserve(std::min<std::size_t>(json.size() / 64, 1u << 20));
   }
 
   result<index> run();
 
  private:
-  struct tnode {
-    tree::kind kind;
-    std::uint32_t children = 0;  // dict / list
-    std::uint64_t leaf = 0;      // leaf
-    std::string_view key;        // the key under a dict parent (in the text or the reader)
-  };
+  /// Appends a node; `key` is its key under a dict parent (copied to ix_.keys).
+  void add_node(tree::kind kind, std::string_view key) {
+    tree_node n;
+    n.kind = kind;
+    n.key_offset = ix_.keys.size();
+    n.key_size = static_cast<std::uint32_t>(key.size());  // (capped by max_key_bytes)
+    ix_.keys += key;
+    ix_.nodes.push_back(n);
+  }
 
   // The walkers return false with the error kept in err_.
   bool fail(error e) {
@@ -348,7 +361,10 @@ class index_parser {
   bool parse_chunk(std::size_t li, leaf_entry& le);
   result<void> check_files();
   result<void> check_chunks();
-  bool build(std::size_t& pos, std::string& path, tree& out);
+  /// Dict keys unique; each leaf's path is the one its place in the tree implies.
+  bool check_tree(std::size_t& pos, std::size_t& leaf, std::string& path);
+  /// A key that is in `keys` twice, or null.
+  const std::string_view* find_duplicate(std::span<const std::string_view> keys);
   std::string leaf_name(std::size_t i) const;
   /// None, dict and list nodes are capped like leaves, so memory stays bounded.
   bool count_inner_node() {
@@ -369,7 +385,8 @@ class index_parser {
   parse_error_sink sink{"index.json"};
   error err_;
   index ix_;
-  std::vector<tnode> nodes_;
+  std::vector<std::string_view> keys_;  // check_tree's scratch
+  std::vector<std::uint32_t> slots_;    // check_tree's scratch
   std::uint64_t tree_leaves_ = 0;
   std::uint64_t inner_nodes_ = 0;
   std::uint64_t total_chunks_ = 0;
@@ -517,9 +534,9 @@ result<index> index_parser::run() {
     return sink.corrupt("tree references " + std::to_string(tree_leaves_) +
                         " leaves but \"leaves\" holds " + std::to_string(ix_.leaves.size()));
   }
-  std::size_t pos = 0;
+  std::size_t pos = 0, leaf = 0;
   std::string path;
-  if (!build(pos, path, ix_.structure)) return std::move(err_);
+  if (!check_tree(pos, leaf, path)) return std::move(err_);
   return std::move(ix_);
 }
 
@@ -577,7 +594,7 @@ bool index_parser::parse_node(std::uint32_t depth, std::string_view key) {
   if (c == 'n') {
     CKPT_READ(r_.null(), "tree", "null");
     if (!count_inner_node()) return false;
-    nodes_.push_back({tree::kind::none, 0, 0, key});
+    add_node(tree::kind::none, key);
     return true;
   }
   if (!r_.begin_object()) {
@@ -601,13 +618,13 @@ bool index_parser::parse_node(std::uint32_t depth, std::string_view key) {
     if (++tree_leaves_ > lim_.max_leaves) {
       return fail(sink.limit("tree: more than " + std::to_string(lim_.max_leaves) + " leaves"));
     }
-    nodes_.push_back({tree::kind::leaf, 0, i, key});
+    add_node(tree::kind::leaf, key);
   } else if (kind == "dict" || kind == "list") {
     const bool dict = kind == "dict";
     CKPT_READ(r_.begin_array(), dict ? "tree dict" : "tree list", "an array");
     if (!count_inner_node()) return false;
-    const std::size_t self = nodes_.size();
-    nodes_.push_back({dict ? tree::kind::dict : tree::kind::list, 0, 0, key});
+    const std::size_t self = ix_.nodes.size();
+    add_node(dict ? tree::kind::dict : tree::kind::list, key);
     std::uint32_t children = 0;
     bool afirst = true, amore;
     for (;;) {
@@ -640,7 +657,7 @@ bool index_parser::parse_node(std::uint32_t depth, std::string_view key) {
             sink.corrupt("tree: dict item for key " + shown(k) + " has more than two elements"));
       }
     }
-    nodes_[self].children = children;
+    ix_.nodes[self].children = children;
   } else {
     return fail(
         sink.corrupt("tree: unknown node kind " + shown(kind) + " (expected leaf, dict or list)"));
@@ -931,50 +948,72 @@ result<void> index_parser::check_chunks() {
   return success();
 }
 
-bool index_parser::build(std::size_t& pos, std::string& path, tree& out) {
-  const tnode& n = nodes_[pos++];
+const std::string_view* index_parser::find_duplicate(std::span<const std::string_view> keys) {
+  if (keys.size() <= 16) {  // pairwise
+    for (std::size_t i = 1; i < keys.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (keys[i] == keys[j]) return &keys[i];
+      }
+    }
+    return nullptr;
+  }
+  // An open-addressing table of positions + 1.
+  std::size_t cap = 32;
+  while (cap < 2 * keys.size())
+    cap *= 2;
+  slots_.assign(cap, 0);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    for (std::size_t h = std::hash<std::string_view>{}(keys[i]) & (cap - 1);;
+         h = (h + 1) & (cap - 1)) {
+      if (slots_[h] == 0) {
+        slots_[h] = static_cast<std::uint32_t>(i + 1);
+        break;
+      }
+      if (keys[slots_[h] - 1] == keys[i]) return &keys[i];
+    }
+  }
+  return nullptr;
+}
+
+bool index_parser::check_tree(std::size_t& pos, std::size_t& leaf, std::string& path) {
+  const tree_node& n = ix_.nodes[pos++];
   switch (n.kind) {
     case tree::kind::none:
       return true;
     case tree::kind::leaf: {
-      const leaf_entry& le = ix_.leaves[n.leaf];
+      const leaf_entry& le = ix_.leaves[leaf];
       if (le.path != path) {
-        return fail(sink.corrupt("leaf " + std::to_string(n.leaf) + ": path " + shown(le.path) +
+        return fail(sink.corrupt("leaf " + std::to_string(leaf) + ": path " + shown(le.path) +
                                  " does not match the tree's path " + shown(path)));
       }
-      auto a = array::spec(le.dtype, le.shape);
-      if (!a) return fail(sink.corrupt(leaf_name(n.leaf) + ": " + a.error().message()));
-      out = tree(std::move(a).value());
+      ++leaf;
       return true;
     }
     case tree::kind::dict: {
-      // Each child is built in its place in the dict (no tree moved per level).
-      out = tree::dict();
-      out.reserve(n.children);
+      const std::size_t first = keys_.size();
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
-        const std::string_view key = nodes_[pos].key;
-        const std::size_t before = out.size();
-        tree& slot = out.set(std::string(key), tree());
-        if (out.size() == before) {
-          return fail(
-              sink.corrupt("tree: duplicate key " + shown(key) + " in dict " + shown(path)));
-        }
+        const std::string_view key = ix_.key(ix_.nodes[pos]);
+        keys_.push_back(key);
         if (len != 0) path += '/';
         append_escaped_key(path, key);
-        if (!build(pos, path, slot)) return false;
+        if (!check_tree(pos, leaf, path)) return false;
         path.resize(len);
       }
+      // (Nested dicts pushed and popped their keys: this dict's are keys_[first, ...).)
+      const std::string_view* dup = find_duplicate({keys_.data() + first, n.children});
+      if (dup) {
+        return fail(sink.corrupt("tree: duplicate key " + shown(*dup) + " in dict " + shown(path)));
+      }
+      keys_.resize(first);
       return true;
     }
     case tree::kind::list: {
-      out = tree::list();
-      out.reserve(n.children);
       const std::size_t len = path.size();
       for (std::uint32_t i = 0; i < n.children; ++i) {
         if (len != 0) path += '/';
         append_u64(path, i);
-        if (!build(pos, path, out.append(tree()))) return false;
+        if (!check_tree(pos, leaf, path)) return false;
         path.resize(len);
       }
       return true;
@@ -993,6 +1032,18 @@ std::string data_file_name(std::uint32_t i) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "data-%05u.bin", i);
   return buf;
+}
+
+void set_structure(index& ix, const tree& t) {
+  ix.nodes.clear();
+  ix.keys.clear();
+  add_nodes(ix, t, {});
+}
+
+tree structure(const index& ix) {
+  return build_tree(
+             ix, [&](std::size_t i) { return array::spec(ix.leaves[i].dtype, ix.leaves[i].shape); })
+      .value();
 }
 
 std::string encode_index(const index& ix) {
@@ -1014,7 +1065,12 @@ std::string encode_index(const index& ix) {
   }
   out += "],\"tree\":";
   std::uint64_t next_leaf = 0;
-  append_node(out, ix.structure, next_leaf);
+  if (ix.nodes.empty()) {
+    out += "null";
+  } else {
+    std::size_t pos = 0;
+    append_node(out, ix, pos, next_leaf);
+  }
   out += ",\"leaves\":[";
   for (std::size_t i = 0; i < ix.leaves.size(); ++i) {
     const leaf_entry& le = ix.leaves[i];

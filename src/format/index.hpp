@@ -52,13 +52,36 @@ struct file_entry {
   std::uint64_t size = 0;  ///< exact size in bytes
 };
 
+/// A node of the tree's structure. Nodes are stored in pre-order: a dict's or list's children
+/// (each followed by its own subtree) come right after it, so the n-th leaf node is leaves[n].
+struct tree_node {
+  ckpt::tree::kind kind = ckpt::tree::kind::none;
+  std::uint32_t children = 0;    ///< dict / list: how many
+  std::uint32_t key_size = 0;    ///< a dict's child: its key is index::key(node)
+  std::uint64_t key_offset = 0;  ///< into index::keys
+};
+
 struct index {
   std::vector<file_entry> files;
   std::vector<leaf_entry> leaves;  ///< in the tree's flatten() order
-  /// The tree's structure: dict/list/None nodes, with `array::spec(dtype, shape)` leaves in the
-  /// same order as `leaves`.
-  ckpt::tree structure;
+  /// The tree's structure (dict/list/None nodes and leaves), pre-order; see structure().
+  std::vector<tree_node> nodes;
+  std::string keys;  ///< the dict keys of `nodes`, back to back
+
+  std::string_view key(const tree_node& n) const noexcept {
+    return std::string_view(keys).substr(n.key_offset, n.key_size);
+  }
 };
+
+/// Sets ix.nodes and ix.keys to the structure of `t` (its leaves in flatten() order).
+void set_structure(index& ix, const tree& t);
+
+/// The tree the nodes describe, leaf n made by `make_leaf(n)` (a result<ckpt::array>).
+template <class F>
+result<tree> build_tree(const index& ix, F&& make_leaf);
+
+/// The tree the nodes describe with `array::spec(dtype, shape)` leaves (as index.json says it).
+tree structure(const index& ix);
 
 /// Caps a parser enforces before trusting an index (hostile input).
 struct parse_limits {
@@ -109,5 +132,50 @@ std::string encode_commit(const commit_marker& m);
 /// Same validation style as parse_index (COMMIT larger than 1 MiB is limit_exceeded); `json`
 /// padded likewise.
 result<commit_marker> parse_commit(std::string_view json);
+
+// ---- build_tree ---------------------------------------------------------------------------------
+
+namespace detail {
+template <class F>
+result<void> build_node(const index& ix, std::size_t& pos, std::size_t& leaf, F& make_leaf,
+                        tree& out) {
+  const tree_node& n = ix.nodes[pos++];
+  switch (n.kind) {
+    case tree::kind::none:
+      return success();
+    case tree::kind::leaf: {
+      CKPT_TRY(ckpt::array a, make_leaf(leaf++));
+      out = tree(std::move(a));
+      return success();
+    }
+    case tree::kind::dict:
+      out = tree::dict();
+      out.reserve(n.children);
+      for (std::uint32_t i = 0; i < n.children; ++i) {
+        // (Built in place: no subtree is moved per level.)
+        tree& slot = out.set(std::string(ix.key(ix.nodes[pos])), tree());
+        CKPT_TRY(build_node(ix, pos, leaf, make_leaf, slot));
+      }
+      return success();
+    case tree::kind::list:
+      out = tree::list();
+      out.reserve(n.children);
+      for (std::uint32_t i = 0; i < n.children; ++i) {
+        CKPT_TRY(build_node(ix, pos, leaf, make_leaf, out.append(tree())));
+      }
+      return success();
+  }
+  return success();
+}
+}  // namespace detail
+
+template <class F>
+result<tree> build_tree(const index& ix, F&& make_leaf) {
+  tree t;
+  if (ix.nodes.empty()) return t;
+  std::size_t pos = 0, leaf = 0;
+  CKPT_TRY(detail::build_node(ix, pos, leaf, make_leaf, t));
+  return t;
+}
 
 }  // namespace ckpt::format

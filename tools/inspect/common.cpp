@@ -241,7 +241,13 @@ opened open_checkpoint(const std::filesystem::path& path, int error_code) {
                      error_code);
   }
   auto& v = cf.value();
-  return opened{path, *v.commit, std::move(*v.index), std::move(*v.metadata), std::move(v.job)};
+  tree structure = format::structure(*v.index);
+  return opened{path,
+                *v.commit,
+                std::move(*v.index),
+                std::move(*v.metadata),
+                std::move(v.job),
+                std::move(structure)};
 }
 
 leaf_stats stats_of(const format::leaf_entry& le) {

@@ -95,6 +95,7 @@ struct opened {
   format::index index;
   boost::json::object metadata;
   std::optional<boost::json::object> job;
+  tree structure;  ///< format::structure(index)
 };
 opened open_checkpoint(const std::filesystem::path& path, int error_code = exit_fail);
 

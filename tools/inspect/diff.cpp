@@ -143,7 +143,7 @@ int diff_main(const args& a) {
   const auto meta = diff_json(&ca.metadata, &cb.metadata);
   const auto job = diff_json(ca.job ? &*ca.job : nullptr, cb.job ? &*cb.job : nullptr);
   // Leaves aside, trees can differ in None nodes and empty dicts/lists.
-  const bool tree_same = ca.index.structure.same_structure(cb.index.structure);
+  const bool tree_same = ca.structure.same_structure(cb.structure);
   const bool same = added.empty() && removed.empty() && changed.empty() && meta.empty() &&
                     job.empty() && tree_same;
 

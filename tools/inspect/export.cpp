@@ -184,7 +184,7 @@ int export_main(const args& a) {
   const std::string ckpt_dir = a.positional[0], leaf = a.positional[1];
   // Check the path names a leaf first, for a clear message (load_subtree takes subtrees too).
   const opened ck = open_checkpoint(ckpt_dir);
-  const tree* node = ck.index.structure.find(leaf);
+  const tree* node = ck.structure.find(leaf);
   if (!node) throw tool_error("no leaf \"" + leaf + "\" in " + ckpt_dir);
   if (!node->is_leaf()) {
     throw tool_error("\"" + leaf + "\" in " + ckpt_dir + " is a " +

@@ -107,7 +107,7 @@ int show_leaf(const opened& ck, const std::string& path, bool json) {
     if (l.path == path) le = &l;
   }
   if (!le) {
-    const tree* node = ck.index.structure.find(path);
+    const tree* node = ck.structure.find(path);
     if (node) {
       throw tool_error("\"" + path + "\" in " + ck.path.string() + " is a " +
                        (node->is_dict()   ? "dict"
@@ -186,7 +186,7 @@ int show_main(const args& a) {
       files.push_back(boost::json::object{{"name", f.name}, {"size", f.size}});
     o["files"] = std::move(files);
     std::uint64_t next = 0;
-    o["tree"] = tree_json(ix.structure, next);
+    o["tree"] = tree_json(ck.structure, next);
     boost::json::array leaves;
     for (const auto& le : ix.leaves)
       leaves.push_back(leaf_json(le));
@@ -208,7 +208,7 @@ int show_main(const args& a) {
   table t({"PATH", "DTYPE", "SHAPE", "LOGICAL", "STORED", "RATIO", "CODECS"},
           {false, false, false, true, true, true, false});
   std::uint64_t next = 0;
-  const tree& root = ix.structure;
+  const tree& root = ck.structure;
   if (root.is_dict()) {
     for (const auto& [k, v] : root.items())
       outline(v, k, 0, ix, next, t);
