@@ -755,6 +755,135 @@ TEST_CASE("truncating a valid index anywhere never parses and never crashes", "[
   }
 }
 
+namespace {
+
+/// A tree of `n` leaves with long keys: its index is past the two-thread threshold (1 MiB).
+tree big_tree(std::size_t n) {
+  tree t = tree::dict();
+  for (std::size_t g = 0; g < n / 100; ++g) {
+    tree d = tree::dict();
+    for (std::int64_t i = 0; i < 100; ++i)
+      d.set("layer_" + std::to_string(i) + "_weights", spec(dtype::f32, {1 + i, 3}));
+    t.set("group_" + std::to_string(g), std::move(d));
+  }
+  return t;
+}
+
+fmt::parse_limits one_thread(fmt::parse_limits l = {}) {
+  l.parallel = false;
+  return l;
+}
+
+/// Replaces the last occurrence of `from`.
+std::string replaced_last(std::string s, const std::string& from, const std::string& to) {
+  const auto at = s.rfind(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+
+void check_same(const fmt::index& a, const fmt::index& b) {
+  REQUIRE(a.leaves.size() == b.leaves.size());
+  for (std::size_t i = 0; i < a.leaves.size(); ++i) {
+    const auto &x = a.leaves[i], &y = b.leaves[i];
+    CHECK(x.path == y.path);
+    CHECK(x.dtype == y.dtype);
+    CHECK(x.shape == y.shape);
+    CHECK(x.num_bytes == y.num_bytes);
+    REQUIRE(x.chunks.size() == y.chunks.size());
+    for (std::size_t c = 0; c < x.chunks.size(); ++c) {
+      CHECK(x.chunks[c].offset == y.chunks[c].offset);
+      CHECK(x.chunks[c].xxh3 == y.chunks[c].xxh3);
+    }
+  }
+  CHECK(a.keys == b.keys);
+  REQUIRE(a.nodes.size() == b.nodes.size());
+  for (std::size_t i = 0; i < a.nodes.size(); ++i) {
+    CHECK(a.nodes[i].kind == b.nodes[i].kind);
+    CHECK(a.nodes[i].children == b.nodes[i].children);
+    CHECK(a.key(a.nodes[i]) == b.key(b.nodes[i]));
+  }
+  CHECK(fmt::encode_index(a) == fmt::encode_index(b));
+}
+
+}  // namespace
+
+TEST_CASE("a large index read by two threads gives what one thread gives", "[format]") {
+  const std::string json = fmt::encode_index(make_index(big_tree(12000)));
+  REQUIRE(json.size() > (1u << 20));
+  auto one = parse(json, one_thread());
+  auto two = parse(json);
+  REQUIRE(one);
+  REQUIRE(two);
+  CHECK(two.value().leaves.size() == 12000);
+  check_same(one.value(), two.value());
+
+  // Damage in the second half: the same error, naming the same leaf.
+  struct damage {
+    std::string name, json;
+    fmt::parse_limits limits;
+  };
+  const std::vector<damage> cases = {
+      {"dtype", replaced_last(json, R"("dtype":"f32")", R"("dtype":"f33")"), {}},
+      {"codec", replaced_last(json, R"("raw")", R"("zzz")"), {}},
+      {"extent", replaced_last(json, R"("shape":[100,3])", R"("shape":[100,-3])"), {}},
+      {"path", replaced_last(json, R"(_weights",)", R"(_weightz",)"), {}},
+      {"unknown key at 1.0", replaced_last(json, R"("dtype")", R"("x":[{}],"dtype")"), {}},
+      {"trailing comma", replaced_last(json, "]}]}", "]},]}"), {}},
+      {"truncated", json.substr(0, json.size() * 3 / 4), {}},
+      {"leaves cap", json,
+       [] {
+         fmt::parse_limits l;
+         l.max_leaves = 11999;
+         return l;
+       }()},
+      {"chunks cap", json,
+       [] {
+         fmt::parse_limits l;
+         l.max_chunks = 11999;
+         return l;
+       }()},
+  };
+  for (const auto& c : cases) {
+    INFO("case: " << c.name);
+    auto a = parse(c.json, one_thread(c.limits));
+    auto b = parse(c.json, c.limits);
+    REQUIRE_FALSE(a);
+    REQUIRE_FALSE(b);
+    CHECK(a.error().code() == b.error().code());
+    CHECK(a.error().message() == b.error().message());
+  }
+  // A newer minor version with unknown keys in the second half parses the same both ways.
+  const auto newer = replaced_last(replaced(json, "[1,0]", "[1,1]"), R"("dtype")",
+                                   R"("future":{"a":[1]},"dtype")");
+  auto n1 = parse(newer, one_thread());
+  auto n2 = parse(newer);
+  REQUIRE(n1);
+  REQUIRE(n2);
+  check_same(n1.value(), n2.value());
+}
+
+TEST_CASE("the second thread's guess outside \"leaves\" changes nothing", "[format]") {
+  // A newer minor version's unknown key before the tree, holding the text the second thread
+  // starts at (and even something that reads like leaves), so that the middle of the document
+  // falls inside it.
+  const std::string base = fmt::encode_index(make_index(big_tree(200)));
+  std::string extra = R"("future":[)";
+  const std::string fake =
+      R"({},{"path":"a","dtype":"f32","shape":[1],"chunks":[[0,0,4,4,"raw","0000000000000000"]]})";
+  while (extra.size() < (3u << 20))
+    extra += fake + ",";
+  extra += "{}],";
+  const std::string json =
+      replaced(replaced(base, "[1,0]", "[1,1]"), R"("tree":)", extra + R"("tree":)");
+  REQUIRE(json.size() > (2u << 20));
+  auto one = parse(json, one_thread());
+  auto two = parse(json);
+  REQUIRE(one);
+  REQUIRE(two);
+  CHECK(two.value().leaves.size() == 200);
+  check_same(one.value(), two.value());
+}
+
 // =============================================================================================
 // Commit marker
 // =============================================================================================

@@ -5,9 +5,13 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <system_error>
+#include <thread>
 
 namespace ckpt::format {
 
@@ -323,14 +327,153 @@ void append_escaped_key(std::string& path, std::string_view key) {
 // checks (files, chunk extents, tree paths) and the tree built from a flat node list.
 // ---------------------------------------------------------------------------------------------
 
-class index_parser {
+/// Reads with json::reader call `expr`; on failure returns json_fail(where, expected) (`where`
+/// is only built then).
+#define CKPT_READ(expr, where, expected)            \
+  do {                                              \
+    if (!(expr)) return json_fail(where, expected); \
+  } while (0)
+
+/// What the index walkers share: the reader, the caps and how a failure is kept.
+class walker {
+ protected:
+  walker(json::reader& r, const parse_limits& limits)
+      : r_(r), lim_(limits), max_depth_(std::min<std::uint32_t>(limits.max_depth, 1024)) {}
+
+  // The walks return false with the error kept in err_.
+  bool fail(error e) {
+    err_ = std::move(e);
+    return false;
+  }
+  /// The reader's fault while reading `where`, which asked for `expected`.
+  bool json_fail(std::string_view where, std::string_view expected);
+  bool skip_unknown(std::string_view key) {
+    if (unknown_.empty()) unknown_ = std::string(key.substr(0, 64));
+    return r_.skip(max_depth_) || json_fail(unknown_, {});
+  }
+
+  json::reader& r_;
+  const parse_limits& lim_;
+  const std::uint32_t max_depth_;
+  parse_error_sink sink{"index.json"};
+  error err_;
+  std::string unknown_;  ///< the first key not in this format version
+};
+
+/// Reads the objects of the "leaves" array into `leaves`.
+class leaf_walker : walker {
  public:
-  index_parser(std::string_view json, const parse_limits& limits)
-      : r_(json.data(), json.size()),
-        lim_(limits),
-        max_depth_(std::min<std::uint32_t>(limits.max_depth, 1024)) {
+  leaf_walker(json::reader& r, const parse_limits& limits, std::vector<leaf_entry>& leaves)
+      : walker(r, limits), leaves_(leaves) {}
+
+  /// One element, the reader at its start.
+  bool leaf() {
+    const std::size_t li = leaves_.size();
+    if (li >= lim_.max_leaves) {
+      return fail(sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves"));
+    }
+    CKPT_READ(r_.begin_object(), "leaves[" + std::to_string(li) + "]", "an object");
+    leaves_.emplace_back();
+    return parse_leaf(li);
+  }
+  std::uint64_t chunks() const noexcept { return total_chunks_; }
+  void add_chunks(std::uint64_t n) noexcept { total_chunks_ += n; }
+  error& err() noexcept { return err_; }
+  std::string& unknown() noexcept { return unknown_; }
+
+ private:
+  bool parse_leaf(std::size_t li);
+  bool parse_chunk(std::size_t li, leaf_entry& le);
+  std::string leaf_name(std::size_t i) const;
+
+  std::vector<leaf_entry>& leaves_;
+  std::uint64_t total_chunks_ = 0;
+};
+
+/// Reads the second half of a large "leaves" array on another thread, from a guessed element
+/// boundary (the text `},{"path":` past the middle of the document). The main walk takes the
+/// result only when it reaches that exact offset itself as the start of an element of "leaves":
+/// then the helper read exactly what the main walk would have read. Otherwise (the guess was
+/// inside a string, the tree, ...) or when the helper failed, the main walk reads on by itself,
+/// so results and errors are those of a sequential parse.
+class leaves_helper {
+ public:
+  /// Null when the index is small, the machine has one core or no thread can be had.
+  static std::unique_ptr<leaves_helper> start(std::string_view json, const parse_limits& limits);
+  ~leaves_helper() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  std::size_t offset() const noexcept { return begin_; }
+  /// Waits for the helper; true when it read every element from offset() to the array's end.
+  bool finish() {
+    if (thread_.joinable()) thread_.join();
+    return ok_;
+  }
+  std::vector<leaf_entry>& leaves() noexcept { return leaves_; }
+  std::size_t end_offset() const noexcept { return end_; }
+  std::uint64_t chunks() const noexcept { return walker_.chunks(); }
+  std::string& unknown() noexcept { return walker_.unknown(); }
+
+ private:
+  leaves_helper(std::string_view json, const parse_limits& limits, std::size_t begin)
+      : reader_(json.data(), json.size()), walker_(reader_, limits, leaves_), begin_(begin) {}
+  void run() noexcept;
+
+  json::reader reader_;
+  std::vector<leaf_entry> leaves_;
+  leaf_walker walker_;
+  std::size_t begin_;
+  std::size_t end_ = 0;
+  bool ok_ = false;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+std::unique_ptr<leaves_helper> leaves_helper::start(std::string_view json,
+                                                    const parse_limits& limits) {
+  constexpr std::size_t min_bytes = 1u << 20;
+  if (!limits.parallel || json.size() < min_bytes || std::thread::hardware_concurrency() < 2) {
+    return nullptr;
+  }
+  constexpr std::string_view boundary = R"(},{"path":)";
+  const std::size_t at = json.find(boundary, json.size() / 2);
+  if (at == std::string_view::npos) return nullptr;
+  std::unique_ptr<leaves_helper> h(new leaves_helper(json, limits, at + 2));
+  // (About 100 bytes of JSON per leaf at least: ckpt writes ~140.)
+  h->leaves_.reserve(std::min<std::uint64_t>((json.size() - at) / 100, limits.max_leaves));
+  try {
+    h->thread_ = std::thread([p = h.get()] { p->run(); });
+  } catch (const std::system_error&) {
+    return nullptr;  // the main walk reads it all
+  }
+  return h;
+}
+
+void leaves_helper::run() noexcept {
+  try {
+    reader_.seek(begin_);
+    for (;;) {
+      if (stop_.load(std::memory_order_relaxed) || !walker_.leaf()) return;
+      bool first = false, more;
+      if (!reader_.next_element(first, more)) return;
+      if (!more) break;
+    }
+    end_ = reader_.offset();
+    ok_ = true;
+  } catch (...) {
+    // (Out of memory: the main walk will read these leaves itself and report it.)
+  }
+}
+
+class index_parser : walker {
+ public:
+  index_parser(json::reader& r, std::string_view json, const parse_limits& limits)
+      : walker(r, limits), leaves_(r, limits, ix_.leaves) {
     // A tree node takes at least 4 bytes of JSON ("null"); most take far more.
     ix_.nodes.reserve(std::min<std::size_t>(json.size() / 64, 1u << 20));
+    helper_ = leaves_helper::start(json, limits);
   }
 
   result<index> run();
@@ -346,19 +489,12 @@ class index_parser {
     ix_.nodes.push_back(n);
   }
 
-  // The walkers return false with the error kept in err_.
-  bool fail(error e) {
-    err_ = std::move(e);
-    return false;
-  }
-  /// The reader's fault while reading `where`, which asked for `expected`.
-  bool json_fail(std::string_view where, std::string_view expected);
   bool read_version(version_t& ver);
   bool parse_files();
   bool parse_node(std::uint32_t depth, std::string_view key);
   bool parse_leaves();
-  bool parse_leaf(std::size_t li);
-  bool parse_chunk(std::size_t li, leaf_entry& le);
+  /// 1: the helper's leaves taken, the array read to its end; 0: not usable; -1: error.
+  int take_helper();
   result<void> check_files();
   result<void> check_chunks();
   /// Dict keys unique; each leaf's path is the one its place in the tree implies.
@@ -374,33 +510,17 @@ class index_parser {
     }
     return true;
   }
-  bool skip_unknown(std::string_view key) {
-    if (unknown_.empty()) unknown_ = std::string(key.substr(0, 64));
-    return r_.skip(max_depth_) || json_fail(unknown_, {});
-  }
 
-  json::reader r_;
-  const parse_limits& lim_;
-  const std::uint32_t max_depth_;
-  parse_error_sink sink{"index.json"};
-  error err_;
   index ix_;
+  leaf_walker leaves_;
+  std::unique_ptr<leaves_helper> helper_;
   std::vector<std::string_view> keys_;  // check_tree's scratch
   std::vector<std::uint32_t> slots_;    // check_tree's scratch
   std::uint64_t tree_leaves_ = 0;
   std::uint64_t inner_nodes_ = 0;
-  std::uint64_t total_chunks_ = 0;
-  std::string unknown_;
 };
 
-/// Reads with json::reader call `expr`; on failure returns json_fail(where, expected) (`where`
-/// is only built then).
-#define CKPT_READ(expr, where, expected)            \
-  do {                                              \
-    if (!(expr)) return json_fail(where, expected); \
-  } while (0)
-
-bool index_parser::json_fail(std::string_view where, std::string_view expected) {
+bool walker::json_fail(std::string_view where, std::string_view expected) {
   switch (r_.last_fault()) {
     case json::fault::type:
     case json::fault::out_of_range:
@@ -422,6 +542,12 @@ bool index_parser::json_fail(std::string_view where, std::string_view expected) 
 std::string index_parser::leaf_name(std::size_t i) const {
   std::string s = "leaf " + std::to_string(i);
   if (i < ix_.leaves.size() && !ix_.leaves[i].path.empty()) s += " " + shown(ix_.leaves[i].path);
+  return s;
+}
+
+std::string leaf_walker::leaf_name(std::size_t i) const {
+  std::string s = "leaf " + std::to_string(i);
+  if (i < leaves_.size() && !leaves_[i].path.empty()) s += " " + shown(leaves_[i].path);
   return s;
 }
 
@@ -523,6 +649,7 @@ result<index> index_parser::run() {
                            {k_leaves, "leaves"}}) {
     if (!(seen & bit)) return sink.corrupt(std::string("missing key \"") + name + "\"");
   }
+  if (unknown_.empty()) unknown_ = std::move(leaves_.unknown());
   if (!unknown_.empty() && ver.minor <= version_minor) {
     return sink.corrupt("unknown key " + shown(unknown_) + " in a version " +
                         std::to_string(ver.major) + "." + std::to_string(ver.minor) + " index");
@@ -675,18 +802,37 @@ bool index_parser::parse_leaves() {
   for (;;) {
     CKPT_READ(r_.next_element(first, more), "leaves", {});
     if (!more) return true;
-    const std::size_t li = ix_.leaves.size();
-    if (li >= lim_.max_leaves) {
-      return fail(sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves"));
+    if (helper_ && r_.offset() >= helper_->offset()) {
+      const int taken = r_.offset() == helper_->offset() ? take_helper() : 0;
+      if (taken != 0) return taken > 0;
+      helper_.reset();
     }
-    CKPT_READ(r_.begin_object(), "leaves[" + std::to_string(li) + "]", "an object");
-    ix_.leaves.emplace_back();
-    if (!parse_leaf(li)) return false;
+    if (!leaves_.leaf()) return fail(std::move(leaves_.err()));
   }
 }
 
-bool index_parser::parse_leaf(std::size_t li) {
-  leaf_entry& le = ix_.leaves.back();
+int index_parser::take_helper() {
+  if (!helper_->finish()) return 0;
+  auto& more = helper_->leaves();
+  if (more.size() > lim_.max_leaves - ix_.leaves.size()) {
+    fail(sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves"));
+    return -1;
+  }
+  leaves_.add_chunks(helper_->chunks());
+  if (leaves_.chunks() > lim_.max_chunks) {
+    fail(sink.limit("more than " + std::to_string(lim_.max_chunks) + " chunks"));
+    return -1;
+  }
+  ix_.leaves.insert(ix_.leaves.end(), std::make_move_iterator(more.begin()),
+                    std::make_move_iterator(more.end()));
+  if (leaves_.unknown().empty()) leaves_.unknown() = std::move(helper_->unknown());
+  r_.seek(helper_->end_offset());
+  helper_.reset();
+  return 1;
+}
+
+bool leaf_walker::parse_leaf(std::size_t li) {
+  leaf_entry& le = leaves_.back();
   constexpr unsigned k_path = 1, k_dtype = 2, k_shape = 4, k_chunks = 8;
   unsigned seen = 0;
   std::uint64_t raw_sum = 0;
@@ -790,7 +936,7 @@ bool index_parser::parse_leaf(std::size_t li) {
   return true;
 }
 
-bool index_parser::parse_chunk(std::size_t li, leaf_entry& le) {
+bool leaf_walker::parse_chunk(std::size_t li, leaf_entry& le) {
   auto where = [&] { return leaf_name(li) + ": chunk " + std::to_string(le.chunks.size()); };
   constexpr std::string_view layout = "[file, offset, stored, raw, codec, xxh3]";
   CKPT_READ(r_.begin_array(), where(), layout);
@@ -882,7 +1028,7 @@ result<void> index_parser::check_chunks() {
   };
   std::vector<std::uint64_t> last_end(ix_.files.size(), 0);
   std::vector<extent> ex;
-  ex.reserve(total_chunks_);
+  ex.reserve(leaves_.chunks());
   std::uint64_t offset_bits = 0;
   bool sorted = true;
   for (std::size_t li = 0; li < ix_.leaves.size(); ++li) {
@@ -1137,7 +1283,8 @@ result<index> parse_index(std::string_view json, const parse_limits& limits) {
   }
   if (json.empty()) return fail(errc::corrupt, "index.json: empty");
   if (!is_valid_utf8(json)) return fail(errc::corrupt, "index.json: not valid UTF-8");
-  index_parser p(json, limits);
+  json::reader r(json.data(), json.size());
+  index_parser p(r, json, limits);
   return p.run();
 }
 

@@ -94,6 +94,9 @@ struct parse_limits {
   std::uint32_t max_rank = 32;
   std::uint32_t max_key_bytes = 4096;
   std::uint64_t max_file_bytes = 1ull << 46;  ///< 64 TiB
+  /// Read an index of 1 MiB or more with two threads (the second from the middle of "leaves";
+  /// results and errors are those of one thread).
+  bool parallel = true;
 };
 
 /// Serialises an index (compact JSON, deterministic). Dict keys and file names are written as

@@ -32,6 +32,7 @@ class reader {
   reader(const char* data, std::size_t size) noexcept : p_(data), begin_(data), end_(data + size) {}
 
   void rewind() noexcept { p_ = begin_; }
+  void seek(std::size_t offset) noexcept { p_ = begin_ + offset; }
   std::size_t offset() const noexcept { return static_cast<std::size_t>(p_ - begin_); }
   fault last_fault() const noexcept { return fault_; }
   /// For a syntax fault: what was expected at offset().
