@@ -5,10 +5,11 @@
 // Method: save the workload once (untimed) into DIR, read its index.json into a padded buffer,
 // then time format::parse_index (format::json::reader, every cap and cross-check of FORMAT.md:
 // names, shapes, chunk table and extents, dict keys, leaf paths against the tree; the leaf table
-// and the tree's node list built) N times; MB/s = index bytes / median time. Also timed apart:
+// and the tree's node list built; two threads for an index of 1 MiB or more) N times; MB/s =
+// index bytes / median time. Also timed: the same parse on one thread, and apart
 // format::structure(), the tree of array specs some readers build from the node list (a whole
-// load builds its result tree from the node list directly instead).
-// The small workload (20,000 leaves) is the one that matters: its index is ~2.8 MB.
+// load builds its result tree from the node list directly instead). The small workload (20,000
+// leaves) is the one that matters: its index is ~2.8 MB.
 #include "bench_util.hpp"
 #include "perf.hpp"
 #include "workloads.hpp"
@@ -92,6 +93,18 @@ int index_main(int argc, char** argv) {
     if (specs.num_leaves() != leaves) return 1;
   }
   const double tree_ms = ckpt::perf::summarize(tree_secs).median * 1e3;
+  // The same on one thread (parse_limits::parallel off), for comparison.
+  std::vector<double> one_mbps;
+  ckpt::format::parse_limits one;
+  one.parallel = false;
+  for (int r = 0; r < runs; ++r) {
+    auto t0 = clock_type::now();
+    auto ix = ckpt::format::parse_index(view, one);
+    double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+    if (!ix) return 1;
+    one_mbps.push_back(static_cast<double>(n) / s / 1e6);
+  }
+  const double one_median = ckpt::perf::summarize(one_mbps).median;
   auto sp = ckpt::perf::summarize(mbps);
   boost::json::object j{{"bench", "index"},
                         {"workload", workload},
@@ -101,6 +114,7 @@ int index_main(int argc, char** argv) {
                         {"parse_mbps", sp.median},
                         {"parse_mbps_spread", ckpt::perf::to_json(sp)},
                         {"parse_s_median", ckpt::perf::summarize(secs).median},
+                        {"parse_mbps_one_thread", one_median},
                         {"spec_tree_s_median", tree_ms / 1e3}};
   if (json) {
     std::printf("%s\n", boost::json::serialize(j).c_str());
@@ -114,6 +128,7 @@ int index_main(int argc, char** argv) {
       "built)\n");
   std::printf("  %.0f MB/s median (min %.0f, max %.0f), %.2f ms per parse\n", sp.median, sp.min,
               sp.max, ckpt::perf::summarize(secs).median * 1e3);
+  std::printf("  one thread (parse_limits::parallel = false): %.0f MB/s median\n", one_median);
   std::printf("  apart: format::structure() (tree of array specs from the node list) %.2f ms\n",
               tree_ms);
   return 0;
