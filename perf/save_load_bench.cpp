@@ -5,14 +5,14 @@
 //   ckpt-perf save --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--json]
 //   ckpt-perf load --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--json]
 //
-// Method (save): generate the tree (untimed, owned leaves); per run: pre-fault 2x the tree's
-// bytes (untimed), reset the peak-RSS mark and time save_blocking() from the call to the commit
-// (fsyncs, index, marker, rename and directory fsyncs included); the raw baseline and fio run
-// before the save in even runs and after it (and its deletion) in odd runs, as the disk is
-// faster or slower depending on what just ran. Logical GiB/s = tree bytes / that time; the ratio
-// is ours / raw write of the same run; medians over runs.
-// fio: --rw=write --bs=4M --iodepth=16 --direct=1 --ioengine=io_uring --end_fsync=1 over the
-// same byte count. Method (load): save once (untimed); per run: baselines, drop the page cache
+// Method (save): generate the tree (untimed, owned leaves); per run three timed steps, their
+// order rotating from run to run (use a multiple of 3 runs: a big write straight after another
+// one is faster on our disks than one after a pause), after pre-faulting 2x the tree's bytes
+// (untimed): the raw baseline, fio, and our save (reset the peak-RSS mark, time save_blocking()
+// from the call to the commit: fsyncs, index, marker, rename and directory fsyncs included).
+// Logical GiB/s = tree bytes / that time; the ratio is ours / raw write of the same run; medians
+// over runs. fio: --rw=write --bs=4M --iodepth=16 --direct=1 --ioengine=io_uring --end_fsync=1 over
+// the same byte count. Method (load): save once (untimed); per run: baselines, drop the page cache
 // (root), restore into pre-touched destination buffers with checksums verified.
 #include "bench_util.hpp"
 #include "benches.hpp"
@@ -62,44 +62,49 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
   std::uint64_t stored = 0, peak = 0;
   std::string fio_note;
   for (int r = 0; r < c.runs; ++r) {
+    // Three timed steps per run: the raw baseline, fio, our save. Their order rotates from run
+    // to run (use a multiple of 3 runs), because on the disks we measure a big write that
+    // directly follows another one is ~30 % faster than one after a pause: a fixed order made
+    // whichever step came second look fast.
     double raw_w = 0;
-    // The baselines run before the save in even runs and after it in odd ones: the disk's
-    // speed depends on what ran just before (and a fixed order favoured fio here by ~20 %).
-    auto baselines = [&]() -> result<void> {
-      if (c.raw) {
-        auto b = raw_write_read_gibps(c.dir, logical, {.read = false});
-        if (!b) return fail(std::move(b).error());
-        raw_w = b.value().write_gibps;
-        raw.push_back(raw_w);
-      }
-      if (c.fio) {
-        if (auto f = fio_gibps(c.dir, logical, true, &fio_note)) fio.push_back(*f);
-      }
+    auto run_raw = [&]() -> result<void> {
+      if (!c.raw) return success();
+      auto b = raw_write_read_gibps(c.dir, logical, {.read = false});
+      if (!b) return fail(std::move(b).error());
+      raw_w = b.value().write_gibps;
+      raw.push_back(raw_w);
       return success();
     };
-    if (r % 2 == 0) {
-      CKPT_TRY(baselines());
-    }
-    fs::path target = fs::path(c.dir) / ("ckpt-perf-save-" + c.workload);
-    fs::remove_all(target);
-    prefault(2 * logical);
-    reset_peak_rss();
-    auto t0 = clock_type::now();
-    auto s = save_blocking(target, t, {{"workload", c.workload}});
-    double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
-    peak = std::max(peak, peak_rss_bytes());
-    if (!s) return fail(std::move(s).error());
-    const save_stats& st = s.value();
-    stored = st.stored_bytes;
-    ours.push_back(double(logical) / secs / gib);
-    staged.push_back(st.staged_s);
-    encode.push_back(st.encode_s);
-    written.push_back(st.written_s);
-    fsync.push_back(st.fsync_s);
-    commit.push_back(st.commit_s);
-    fs::remove_all(target);
-    if (r % 2 == 1) {
-      CKPT_TRY(baselines());
+    auto run_fio = [&]() -> result<void> {
+      if (!c.fio) return success();
+      if (auto f = fio_gibps(c.dir, logical, true, &fio_note)) fio.push_back(*f);
+      return success();
+    };
+    auto run_save = [&]() -> result<void> {
+      fs::path target = fs::path(c.dir) / ("ckpt-perf-save-" + c.workload);
+      fs::remove_all(target);
+      reset_peak_rss();
+      auto t0 = clock_type::now();
+      auto s = save_blocking(target, t, {{"workload", c.workload}});
+      double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+      peak = std::max(peak, peak_rss_bytes());
+      if (!s) return fail(std::move(s).error());
+      const save_stats& st = s.value();
+      stored = st.stored_bytes;
+      ours.push_back(double(logical) / secs / gib);
+      staged.push_back(st.staged_s);
+      encode.push_back(st.encode_s);
+      written.push_back(st.written_s);
+      fsync.push_back(st.fsync_s);
+      commit.push_back(st.commit_s);
+      fs::remove_all(target);
+      return success();
+    };
+    prefault(2 * logical);  // (untimed; memory the save will use, first touched here)
+    for (int k = 0; k < 3; ++k) {
+      const int step = (r + k) % 3;
+      auto done = step == 0 ? run_raw() : step == 1 ? run_fio() : run_save();
+      if (!done) return fail(std::move(done).error());
     }
     if (raw_w > 0) ratio.push_back(ours.back() / raw_w);
   }
@@ -110,7 +115,7 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
       {"method",
        "durable save (commit included) of owned leaves after a 2x pre-fault; chunks 4 MiB, "
        "O_DIRECT, io_uring; raw baseline (same bytes, O_DIRECT io_uring 4 MiB x16, fsync) "
-       "and fio alternated with each run (before the save in even runs, after it in odd)"},
+       "and fio alternated with each run (the order of the three rotates from run to run)"},
       {"logical_bytes", logical},
       {"stored_bytes", stored},
       {"compression_ratio", stored ? double(logical) / double(stored) : 0.0},
