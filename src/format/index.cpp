@@ -393,9 +393,10 @@ class leaf_walker : walker {
 /// Reads the second half of a large "leaves" array on another thread, from a guessed element
 /// boundary (the text `},{"path":` past the middle of the document). The main walk takes the
 /// result only when it reaches that exact offset itself as the start of an element of "leaves":
-/// then the helper read exactly what the main walk would have read. Otherwise (the guess was
-/// inside a string, the tree, ...) or when the helper failed, the main walk reads on by itself,
-/// so results and errors are those of a sequential parse.
+/// then the helper read exactly what the main walk would have read. Otherwise (the text was in
+/// another array of objects, say a newer version's unknown key; it cannot be inside a string,
+/// where '"' is escaped) or when the helper failed, the main walk reads on by itself, so
+/// results and errors are those of a sequential parse.
 class leaves_helper {
  public:
   /// Null when the index is small, the machine has one core or no thread can be had.
