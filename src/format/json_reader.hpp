@@ -112,6 +112,8 @@ inline const char* reader::skip_ws(const char* p) const noexcept {
   return p;
 }
 
+// (next_element and next_key spell out the same separator logic: a shared helper taking the
+// position by reference measured ~5 % slower on the whole index parse.)
 inline bool reader::next_element(bool& first, bool& more) noexcept {
   const char* p = skip_ws(p_);
   const char c = p < end_ ? *p : '\0';
