@@ -307,6 +307,12 @@ bool at_end(od::document& doc) {
   return doc.current_location().error() == simdjson::OUT_OF_BOUNDS;
 }
 
+/// `key == lit` with the literal's length known at compile time (so no call to memcmp).
+template <std::size_t N>
+bool is(std::string_view key, const char (&lit)[N]) noexcept {
+  return key.size() == N - 1 && std::memcmp(key.data(), lit, N - 1) == 0;
+}
+
 void append_escaped_key(std::string& path, std::string_view key) {
   if (key.find_first_of("~/") == std::string_view::npos) {
     path += key;
@@ -685,7 +691,7 @@ bool index_parser::parse_files() {
     for (;;) {
       CKPT_READ(r_.next_key(ofirst, omore, key), where(), {});
       if (!omore) break;
-      if (key == "name") {
+      if (is(key, "name")) {
         if (has_name) return fail(sink.corrupt(where() + ": duplicate key \"name\""));
         has_name = true;
         std::string_view s;
@@ -695,7 +701,7 @@ bool index_parser::parse_files() {
                                    " is not a plain file name (no '/', '..', '.', NUL or empty)"));
         }
         fe.name = std::string(s);
-      } else if (key == "size") {
+      } else if (is(key, "size")) {
         if (has_size) return fail(sink.corrupt(where() + ": duplicate key \"size\""));
         has_size = true;
         CKPT_READ(r_.u64(fe.size), where() + ".size", non_negative_integer);
@@ -734,8 +740,8 @@ bool index_parser::parse_node(std::uint32_t depth, std::string_view key) {
   std::string_view kind;
   CKPT_READ(r_.next_key(first, more, kind), "tree", {});
   if (!more) return fail(sink.corrupt("tree: a node object must have exactly one key"));
-  if (kind == "leaf") {
-    std::uint64_t i;
+  if (is(kind, "leaf")) {
+    std::uint64_t i = 0;
     CKPT_READ(r_.u64(i), "tree leaf", non_negative_integer);
     if (i != tree_leaves_) {
       return fail(sink.corrupt(
@@ -747,8 +753,8 @@ bool index_parser::parse_node(std::uint32_t depth, std::string_view key) {
       return fail(sink.limit("tree: more than " + std::to_string(lim_.max_leaves) + " leaves"));
     }
     add_node(tree::kind::leaf, key);
-  } else if (kind == "dict" || kind == "list") {
-    const bool dict = kind == "dict";
+  } else if (is(kind, "dict") || is(kind, "list")) {
+    const bool dict = is(kind, "dict");
     CKPT_READ(r_.begin_array(), dict ? "tree dict" : "tree list", "an array");
     if (!count_inner_node()) return false;
     const std::size_t self = ix_.nodes.size();
@@ -842,11 +848,11 @@ bool leaf_walker::parse_leaf(std::size_t li) {
   for (;;) {
     CKPT_READ(r_.next_key(first, more, key), leaf_name(li), {});
     if (!more) break;
-    const unsigned bit = key == "path"     ? k_path
-                         : key == "dtype"  ? k_dtype
-                         : key == "shape"  ? k_shape
-                         : key == "chunks" ? k_chunks
-                                           : 0;
+    const unsigned bit = is(key, "path")     ? k_path
+                         : is(key, "dtype")  ? k_dtype
+                         : is(key, "shape")  ? k_shape
+                         : is(key, "chunks") ? k_chunks
+                                             : 0;
     if (bit == 0) {
       if (!skip_unknown(key)) return false;
       continue;
