@@ -413,6 +413,13 @@ class leaves_helper {
   }
 
   std::size_t offset() const noexcept { return begin_; }
+  /// Whether to wait for the helper once the main walk reached offset(): it has read at least
+  /// half of its part (when its core was busy with something else, the main walk reads on
+  /// alone rather than waiting for a helper that is far behind).
+  bool worth_waiting() const noexcept {
+    return done_.load(std::memory_order_acquire) ||
+           pos_.load(std::memory_order_relaxed) - begin_ >= (size_ - begin_) / 2;
+  }
   /// Waits for the helper; true when it read every element from offset() to the array's end.
   bool finish() {
     if (thread_.joinable()) thread_.join();
@@ -425,15 +432,22 @@ class leaves_helper {
 
  private:
   leaves_helper(std::string_view json, const parse_limits& limits, std::size_t begin)
-      : reader_(json.data(), json.size()), walker_(reader_, limits, leaves_), begin_(begin) {}
+      : reader_(json.data(), json.size()),
+        walker_(reader_, limits, leaves_),
+        begin_(begin),
+        size_(json.size()),
+        pos_(begin) {}
   void run() noexcept;
 
   json::reader reader_;
   std::vector<leaf_entry> leaves_;
   leaf_walker walker_;
   std::size_t begin_;
+  std::size_t size_;  // of the text
   std::size_t end_ = 0;
   bool ok_ = false;
+  std::atomic<std::size_t> pos_;  // how far the helper has read
+  std::atomic<bool> done_{false};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -462,16 +476,20 @@ void leaves_helper::run() noexcept {
   try {
     reader_.seek(begin_);
     for (;;) {
-      if (stop_.load(std::memory_order_relaxed) || !walker_.leaf()) return;
+      if (stop_.load(std::memory_order_relaxed) || !walker_.leaf()) break;
+      pos_.store(reader_.offset(), std::memory_order_relaxed);
       bool first = false, more;
-      if (!reader_.next_element(first, more)) return;
-      if (!more) break;
+      if (!reader_.next_element(first, more)) break;
+      if (!more) {
+        end_ = reader_.offset();
+        ok_ = true;
+        break;
+      }
     }
-    end_ = reader_.offset();
-    ok_ = true;
   } catch (...) {
     // (Out of memory: the main walk will read these leaves itself and report it.)
   }
+  done_.store(true, std::memory_order_release);
 }
 
 class index_parser : walker {
@@ -819,7 +837,7 @@ bool index_parser::parse_leaves() {
 }
 
 int index_parser::take_helper() {
-  if (!helper_->finish()) return 0;
+  if (!helper_->worth_waiting() || !helper_->finish()) return 0;
   auto& more = helper_->leaves();
   if (more.size() > lim_.max_leaves - ix_.leaves.size()) {
     fail(sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves"));
