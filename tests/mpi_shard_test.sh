@@ -22,7 +22,10 @@ work=${WORK:-$(mktemp -d "$PWD/ckpt-mpi-test.XXXXXX")}
 mkdir -p "$work"
 if [[ -z "${WORK:-}" ]]; then trap 'rm -rf "$work"' EXIT; fi
 job="$work/job"
-mpi=("$mpirun" --oversubscribe --allow-run-as-root)
+# Every mpirun under a timeout: after a rank is SIGKILLed, Open MPI's mpirun has been seen to
+# hang with all ranks gone (the other ranks exited, their processes zombies) instead of
+# returning; the test then goes on with mpirun's failure, as for any killed save.
+mpi=(timeout -k 10 "${MPI_TIMEOUT_S:-90}" "$mpirun" --oversubscribe --allow-run-as-root)
 failures=0
 
 run() {  # run NP ARGS...: one MPI job; its output indented
