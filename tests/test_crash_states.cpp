@@ -1,5 +1,5 @@
-// Crash-state generator (ALICE-style): a recording backend under the io engine and the
-// store_io observer (src/testing.hpp) log every file-system mutation of a few rounds of
+// Crash-state generator (ALICE-style): a recording backend under the io engine (through which
+// every file-system mutation of ckpt goes) logs every mutation of a few rounds of
 // save -> register LATEST -> retention. From that log, for every prefix of operations, the
 // test builds the file-system states a crash at that point allows:
 //   (a) everything up to the crash persisted;
@@ -24,10 +24,12 @@
 // violations 0" and "planted bugs caught: 3/3".
 #include "io/backend.hpp"
 #include "support.hpp"
-#include "testing.hpp"
+#include "testing/testing.hpp"
 
+#include <ckpt/coordinator.hpp>
 #include <ckpt/load.hpp>
 #include <ckpt/save.hpp>
+#include <ckpt/shard.hpp>
 #include <ckpt/store.hpp>
 
 #include <catch2/catch.hpp>
@@ -58,20 +60,31 @@ namespace {
 // ---- the log ---------------------------------------------------------------------------------
 
 struct logged_op {
-  enum kind_t { mkdir, create, truncate, write, grow, fsync, rename, unlink, remove_tree, ack };
+  enum kind_t { mkdir, create, truncate, write, grow, fsync, rename, unlink, ack };
   kind_t kind = mkdir;
   std::string path, path2;
   std::uint64_t offset = 0, length = 0;
   std::string data;
   bool exchange = false;
   std::uint64_t step = 0;  // ack
+  bool done = false;       // ack of mark_done (not of a step)
+  int phase = 0;           // what the scenario was doing (phase_names)
 };
+
+// The scenario's phases: crash states are counted by the phase of the prefix's last op.
+const char* const phase_names[] = {"save", "LATEST", "retention", "overwrite", "sharded", "DONE"};
+enum phase_t { ph_save, ph_latest, ph_retention, ph_overwrite, ph_sharded, ph_done, ph_count };
 
 class op_log {
  public:
   void add(logged_op op) {
     std::lock_guard l(m_);
+    op.phase = phase_;
     if (on_) ops_.push_back(std::move(op));
+  }
+  void set_phase(int p) {
+    std::lock_guard l(m_);
+    phase_ = p;
   }
   void start() {
     std::lock_guard l(m_);
@@ -89,6 +102,7 @@ class op_log {
  private:
   std::mutex m_;
   bool on_ = false;
+  int phase_ = 0;
   std::vector<logged_op> ops_;
 };
 
@@ -211,6 +225,8 @@ struct mop {
   std::uint64_t offset = 0;
   const std::string* data = nullptr;
   std::uint64_t step = 0;
+  bool done = false;
+  int phase = 0;
   bool exchange = false;
   bool is_entry_op() const { return kind == link || kind == unlink || kind == rename; }
 };
@@ -414,33 +430,13 @@ std::vector<mop> to_inode_ops(const std::vector<logged_op>& log, const fs::path&
         m.ino = it->second;
         break;
       }
-      case logged_op::remove_tree: {
-        auto [d, name] = parent_and_name(lo.path);
-        if (d < 0) continue;
-        int top = full.lookup(rel(lo.path));
-        if (top < 0) continue;
-        // Children first, as remove_all does.
-        std::function<void(int, int, const std::string&)> rm = [&](int parent, int ino,
-                                                                   const std::string& n) {
-          auto entries = full.inodes[static_cast<std::size_t>(ino)].entries;
-          for (const auto& [cn, c] : entries)
-            rm(ino, c, cn);
-          mop u;
-          u.kind = mop::unlink;
-          u.dir = parent;
-          u.name = n;
-          u.ino = ino;
-          full.apply(u);
-          out.push_back(u);
-        };
-        rm(d, top, name);
-        continue;
-      }
       case logged_op::ack:
         m.kind = mop::ack;
         m.step = lo.step;
+        m.done = lo.done;
         break;
     }
+    m.phase = lo.phase;
     full.apply(m);
     out.push_back(m);
   }
@@ -464,14 +460,40 @@ std::string step_name(std::uint64_t s) {
   return "step_" + std::to_string(s);
 }
 
+struct result_holder {
+  bool ok = false;
+};
+
 struct recorded_run {
   fs_model initial;
   std::vector<logged_op> log;
   std::vector<mop> ops;
 };
 
-// step_0 committed and LATEST before recording; then `rounds` x (save, register, retention).
-recorded_run record_scenario(const fs::path& base, int rounds) {
+// This rank's part of tree_for(step) as a sharded save: "w" split by rows, "b" replicated.
+std::vector<ckpt::sharded_leaf> sharded_part(const tree& t, int rank, int ranks) {
+  const array& w = t.get("w")->leaf();
+  const ckpt::slice rows = ckpt::row_slice(w.shape(), rank, ranks);
+  const auto floats = w.as<float>().subspan(static_cast<std::size_t>(rows.offset[0]),
+                                            static_cast<std::size_t>(rows.extent[0]));
+  ckpt::sharded_leaf lw;
+  lw.path = "w";
+  lw.dtype = w.dtype();
+  lw.global_shape = w.shape();
+  lw.shards.push_back({rows, array::borrow(floats, rows.extent).value()});
+  return {std::move(lw), ckpt::sharded_leaf::replicated_leaf("b", t.get("b")->leaf())};
+}
+
+// The kinds of commit a scenario covers, each counted in the report.
+struct scenario_counts {
+  int saves = 0, overwrites = 0, sharded = 0, latest = 0, done = 0, retention = 0;
+};
+
+// step_0 committed and LATEST before recording; then `rounds` x (save, register, retention);
+// then, with `extras`: an overwrite of the last checkpoint (registered again), a sharded save
+// of two ranks (registered), and mark_done. Every op runs on the recording runtime.
+recorded_run record_scenario(const fs::path& base, int rounds, bool extras,
+                             scenario_counts* counts = nullptr) {
   const fs::path job = base / "job";
   fs::create_directories(job);
   REQUIRE(ckpt::save_blocking(job / step_name(0), tree_for(0), {{"step", 0}}));
@@ -485,36 +507,25 @@ recorded_run record_scenario(const fs::path& base, int rounds) {
   ro.cpu_threads = 2;
   ro.staging_budget = 16 << 20;
   auto rt = ckpt::runtime::create(engine, ro).value();
-  ckpt::testing::set_fs_observer([&](const ckpt::testing::fs_event& e) {
-    logged_op lo;
-    using ev = ckpt::testing::fs_event;
-    lo.path = fs::path(e.path).lexically_normal().string();
-    lo.path2 = fs::path(e.path2).lexically_normal().string();
-    switch (e.kind) {
-      case ev::open:
-        lo.kind = logged_op::create;
-        lo.exchange = (e.flags & O_TRUNC) != 0;
-        break;
-      case ev::write:
-        lo.kind = logged_op::write;
-        lo.offset = e.offset;
-        lo.data = std::string(e.data);
-        break;
-      case ev::fsync:
-        lo.kind = logged_op::fsync;
-        break;
-      case ev::rename:
-        lo.kind = logged_op::rename;
-        break;
-      case ev::mkdir:
-        lo.kind = logged_op::mkdir;
-        break;
-      case ev::remove_tree:
-        lo.kind = logged_op::remove_tree;
-        break;
-    }
-    log.add(std::move(lo));
-  });
+  scenario_counts n;
+  auto ack = [&](std::uint64_t step, bool done = false) {
+    logged_op a;
+    a.kind = logged_op::ack;
+    a.step = step;
+    a.done = done;
+    log.add(std::move(a));
+  };
+  auto register_and_retire = [&](const std::string& name, std::uint64_t step) {
+    log.set_phase(ph_latest);
+    REQUIRE(ckpt::store::write_latest(job, name, rt));
+    ++n.latest;
+    ack(step);
+    log.set_phase(ph_retention);
+    ckpt::store::retention_options keep;
+    keep.keep_last = 2;
+    REQUIRE(ckpt::store::apply_retention(job, keep, rt));
+    ++n.retention;
+  };
 
   recorded_run run;
   run.initial = scan(base);
@@ -525,20 +536,51 @@ recorded_run record_scenario(const fs::path& base, int rounds) {
   so.runtime = rt;
   for (int s = 1; s <= rounds; ++s) {
     const auto step = static_cast<std::uint64_t>(s);
+    log.set_phase(ph_save);
     auto saved = ckpt::save_blocking(job / step_name(step), tree_for(step),
                                      {{"step", static_cast<std::int64_t>(step)}}, so);
     REQUIRE(saved);
-    REQUIRE(ckpt::store::write_latest(job, step_name(step)));
-    logged_op a;
-    a.kind = logged_op::ack;
-    a.step = step;
-    log.add(std::move(a));
-    ckpt::store::retention_options keep;
-    keep.keep_last = 2;
-    REQUIRE(ckpt::store::apply_retention(job, keep));
+    ++n.saves;
+    register_and_retire(step_name(step), step);
+  }
+  if (extras) {
+    // The latest checkpoint replaced in place (RENAME_EXCHANGE) by the next step's tree.
+    const auto last = static_cast<std::uint64_t>(rounds);
+    ckpt::save_options over = so;
+    over.overwrite = true;
+    log.set_phase(ph_overwrite);
+    REQUIRE(ckpt::save_blocking(job / step_name(last), tree_for(last + 1),
+                                {{"step", static_cast<std::int64_t>(last + 1)}}, over));
+    ++n.overwrites;
+    register_and_retire(step_name(last), last + 1);
+    // A sharded checkpoint of two ranks; rank 0 commits it through the same runtime.
+    const std::uint64_t step = last + 2;
+    const tree t = tree_for(step);
+    log.set_phase(ph_sharded);
+    auto group = ckpt::make_local_group(2);
+    std::vector<result_holder> outcomes(2);
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < 2; ++r) {
+      ranks.emplace_back([&, r] {
+        ckpt::sharded_save_options sso;
+        sso.local = so;
+        outcomes[static_cast<std::size_t>(r)].ok = static_cast<bool>(ckpt::save_sharded_blocking(
+            group[static_cast<std::size_t>(r)], job / step_name(step), sharded_part(t, r, 2),
+            {{"step", static_cast<std::int64_t>(step)}}, sso));
+      });
+    }
+    for (auto& th : ranks)
+      th.join();
+    REQUIRE(outcomes[0].ok);
+    REQUIRE(outcomes[1].ok);
+    ++n.sharded;
+    register_and_retire(step_name(step), step);
+    log.set_phase(ph_done);
+    REQUIRE(ckpt::store::mark_done(job, "done\n", rt));
+    ++n.done;
+    ack(step, true);
   }
   log.stop();
-  ckpt::testing::set_fs_observer({});
   so.runtime.reset();
   // Never let a save's coroutine drop the runtime's last reference (on its own thread).
   for (int i = 0; i < 5000 && rt.use_count() > 1; ++i)
@@ -546,17 +588,19 @@ recorded_run record_scenario(const fs::path& base, int rounds) {
   rt.reset();
   run.log = log.take();
   run.ops = to_inode_ops(run.log, base, run.initial);
+  if (counts) *counts = n;
   return run;
 }
 
 struct check_totals {
   std::uint64_t generated = 0, checked = 0, violations = 0;
+  std::uint64_t per_phase[ph_count] = {};
   std::vector<std::string> examples;
 };
 
 // Writes the state out under `scratch` and checks the oracle.
-void check_state(const fs_model& state, std::uint64_t acked, const fs::path& scratch,
-                 const std::string& what, check_totals& t) {
+void check_state(const fs_model& state, std::uint64_t acked, bool done_acked,
+                 const fs::path& scratch, const std::string& what, check_totals& t) {
   ++t.checked;
   fs::remove_all(scratch);
   state.write_out(0, scratch);
@@ -567,6 +611,25 @@ void check_state(const fs_model& state, std::uint64_t acked, const fs::path& scr
     problem = "LATEST unreadable: " + latest.error().message();
   } else if (!latest.value()) {
     problem = "no LATEST";
+  } else if (fs::exists(job / *latest.value() / "sharded-index.json")) {
+    auto loaded = ckpt::load_sharded_full_blocking(job / *latest.value());
+    if (!loaded) {
+      problem = "LATEST " + *latest.value() + " does not load: " + loaded.error().message();
+    } else {
+      auto it = loaded.value().metadata.find("step");
+      const std::uint64_t step = it == loaded.value().metadata.end()
+                                     ? 0
+                                     : static_cast<std::uint64_t>(it->value().as_int64());
+      const tree want = tree_for(step);
+      const tree& got = loaded.value().tree;
+      if (step < acked) {
+        problem =
+            "LATEST is step " + std::to_string(step) + " < acknowledged " + std::to_string(acked);
+      } else if (!got.get("w") || !got.get("b") || !(*got.get("w") == *want.get("w")) ||
+                 !(*got.get("b") == *want.get("b"))) {
+        problem = "sharded step " + std::to_string(step) + " loads different data";
+      }
+    }
   } else {
     auto loaded = ckpt::load_blocking(job / *latest.value());
     if (!loaded) {
@@ -584,6 +647,14 @@ void check_state(const fs_model& state, std::uint64_t acked, const fs::path& scr
       }
     }
   }
+  if (problem.empty()) {
+    // DONE, once acknowledged, is there and whole; before that it is absent or whole.
+    std::ifstream f(job / "DONE", std::ios::binary);
+    const bool exists = static_cast<bool>(f);
+    const std::string text(std::istreambuf_iterator<char>(f), {});
+    if (done_acked && !exists) problem = "DONE acknowledged but missing";
+    if (exists && text != "done\n") problem = "DONE holds \"" + text + "\"";
+  }
   if (!problem.empty()) {
     ++t.violations;
     if (t.examples.size() < 5) t.examples.push_back(what + ": " + problem);
@@ -597,8 +668,12 @@ check_totals explore(const recorded_run& run, int samples, const fs::path& scrat
   const auto& ops = run.ops;
   const std::size_t n = ops.size();
   std::uint64_t acked = 0;
+  bool done_acked = false;
   for (std::size_t p = 0; p <= n; ++p) {
-    if (p > 0 && ops[p - 1].kind == mop::ack) acked = ops[p - 1].step;
+    if (p > 0 && ops[p - 1].kind == mop::ack) {
+      acked = ops[p - 1].step;
+      done_acked = done_acked || ops[p - 1].done;
+    }
     // Which ops of the prefix are durable: a later fsync of their inode (data) or directory.
     std::vector<char> durable(p, 0);
     {
@@ -634,7 +709,8 @@ check_totals explore(const recorded_run& run, int samples, const fs::path& scrat
       std::string c;
       s.canon(0, c);
       if (!seen.insert(std::hash<std::string>{}(c)).second) return;
-      check_state(s, acked, scratch, what, t);
+      if (p > 0) ++t.per_phase[ops[p - 1].phase];
+      check_state(s, acked, done_acked, scratch, what, t);
     };
     const std::string at = "prefix " + std::to_string(p) + "/" + std::to_string(n);
     consider(build([](std::size_t) { return true; }), at + " (a) all persisted");
@@ -677,11 +753,14 @@ fs::path fast_root() {
 
 }  // namespace
 
-TEST_CASE("every crash state of save + LATEST + retention keeps the acknowledged checkpoint",
-          "[crash]") {
+TEST_CASE(
+    "every crash state of save, overwrite, sharded commit, LATEST, retention and DONE keeps "
+    "the acknowledged checkpoint",
+    "[crash]") {
   ckpt::test::temp_dir base(fast_root());
   ckpt::test::temp_dir scratch(fast_root());
-  const auto run = record_scenario(base.path(), env_int("CKPT_CRASH_ROUNDS", 3));
+  scenario_counts n;
+  const auto run = record_scenario(base.path(), env_int("CKPT_CRASH_ROUNDS", 3), true, &n);
   REQUIRE(run.ops.size() > 50);
   const auto t = explore(run, env_int("CKPT_CRASH_SAMPLES", 24), scratch / "state");
   for (const auto& e : t.examples)
@@ -690,6 +769,16 @@ TEST_CASE("every crash state of save + LATEST + retention keeps the acknowledged
               run.ops.size(), static_cast<unsigned long long>(t.generated),
               static_cast<unsigned long long>(t.checked),
               static_cast<unsigned long long>(t.violations));
+  std::printf(
+      "crash-state scenario: %d saves, %d overwrites, %d sharded commits, %d LATEST "
+      "writes, %d retention passes, %d DONE\n",
+      n.saves, n.overwrites, n.sharded, n.latest, n.retention, n.done);
+  std::printf("crash states checked by kind:");
+  for (int k = 0; k < ph_count; ++k)
+    std::printf(" %s %llu", phase_names[k], static_cast<unsigned long long>(t.per_phase[k]));
+  std::printf("\n");
+  for (int k = 0; k < ph_count; ++k)
+    CHECK(t.per_phase[k] > 0);
   std::fflush(stdout);
   CHECK(t.violations == 0);
 }
@@ -701,7 +790,7 @@ TEST_CASE("the crash-state generator catches planted protocol bugs", "[crash][pl
     ::setenv("CKPT_TEST_PLANT_BUG", bug, 1);
     ckpt::test::temp_dir base(fast_root());
     ckpt::test::temp_dir scratch(fast_root());
-    const auto run = record_scenario(base.path(), 2);
+    const auto run = record_scenario(base.path(), 2, false);
     ::unsetenv("CKPT_TEST_PLANT_BUG");
     const auto t = explore(run, 4, scratch / "state");
     std::printf("planted bug %s: checked %llu, violations %llu%s%s\n", bug,

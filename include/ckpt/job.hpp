@@ -27,8 +27,9 @@
 //
 // Threads: a job object is not thread-safe; use it from one thread (or one strand) at a time.
 // Functions that touch the store synchronously (register_latest, latest, checkpoints, the
-// `_blocking` forms) block the calling thread on small metadata IO and use
-// `ckpt::runtime::global()`: never call them from one of the runtime's own threads.
+// `_blocking` forms) block the calling thread on small metadata IO run by a runtime's engine
+// (the job's `save_defaults().runtime`, or the `rt` argument; null: `ckpt::runtime::global()`):
+// never call them from one of that runtime's own threads.
 #pragma once
 
 #include <ckpt/coordinator.hpp>
@@ -222,14 +223,14 @@ class basic_job {
     return dir && store::is_done(dir.value());
   }
   /// Marks the job complete, durably (DONE.tmp, fsync, rename, fsync dir); the file holds the
-  /// spec as JSON. Blocking. With a coordinator: collective; host 0 writes, every host returns
-  /// its outcome.
-  result<void> mark_done() {
+  /// spec as JSON. Blocking (on `rt`'s engine; null: runtime::global()). With a coordinator:
+  /// collective; host 0 writes, every host returns its outcome.
+  result<void> mark_done(const std::shared_ptr<ckpt::runtime>& rt = {}) {
     result<void> r = success();
     if (is_primary_host()) {
       auto dir = spec_.job_dir();
       r = dir ? store::mark_done(dir.value(),
-                                 boost::json::serialize(boost::json::value_from(spec_)) + "\n")
+                                 boost::json::serialize(boost::json::value_from(spec_)) + "\n", rt)
               : result<void>(fail(dir.error()));
     }
     return agree_if_coordinated(std::move(r));
@@ -240,12 +241,12 @@ class basic_job {
   /// once at start-up, before the first save. Blocking. Only host 0 cleans (another host's
   /// process ids mean nothing there, and a sharded save in flight lives in a temporary directory
   /// of host 0's); the others return an empty report. With a coordinator: collective, so that
-  /// no host starts saving before the cleanup is over.
-  result<store::cleanup_report> cleanup_stale() {
+  /// no host starts saving before the cleanup is over. `rt`: as for mark_done.
+  result<store::cleanup_report> cleanup_stale(const std::shared_ptr<ckpt::runtime>& rt = {}) {
     result<store::cleanup_report> r = store::cleanup_report{};
     if (is_primary_host()) {
       auto dir = spec_.job_dir();
-      r = dir ? store::cleanup_stale(dir.value())
+      r = dir ? store::cleanup_stale(dir.value(), rt)
               : result<store::cleanup_report>(fail(dir.error()));
     }
     result<void> ok = success();
@@ -344,7 +345,7 @@ class checkpointed_job : public basic_job<C> {
       std::filesystem::path rel_path) const {
     auto path = this->spec_.resolve(rel_path);
     if (!path) co_return fail(std::move(path).error());
-    auto op = ckpt::load_metadata(path.value());
+    auto op = ckpt::load_metadata(path.value(), load_defaults_.runtime);
     co_return co_await std::move(op);
   }
   /// The same for this job's own checkpoint `suffix`.
@@ -357,7 +358,7 @@ class checkpointed_job : public basic_job<C> {
   }
   result<boost::json::object> get_metadata_from_path_blocking(std::filesystem::path rel) const {
     CKPT_TRY(auto path, this->spec_.resolve(rel));
-    return ckpt::load_metadata_blocking(path);
+    return ckpt::load_metadata_blocking(path, load_defaults_.runtime);
   }
   result<boost::json::object> get_metadata_blocking(std::filesystem::path suffix) const {
     CKPT_TRY(auto rel, this->spec_.rel_path(suffix));
@@ -544,24 +545,38 @@ class restoreable_job : public checkpointed_job<C> {
   void set_retention(store::retention_options options) noexcept { retention_ = options; }
   const store::retention_options& retention() const noexcept { return retention_; }
   /// Waits for the background retention pass started by the last register_latest and returns
-  /// its report (an empty report when none ran or it was already collected).
+  /// its report (an empty report when none ran or it was already collected). An earlier pass's
+  /// error that nobody collected (a register_latest started the next pass first) is returned
+  /// here first, once.
   result<store::retention_report> wait_retention() {
-    if (!retention_task_.valid()) return store::retention_report{};
-    return retention_task_.get();
+    if (retention_task_.valid()) {
+      auto r = retention_task_.get();
+      if (!r && !retention_error_) retention_error_ = r.error();
+      if (r && !retention_error_) return r;
+    }
+    if (retention_error_) {
+      error e = std::move(*retention_error_);
+      retention_error_.reset();
+      return fail(std::move(e));
+    }
+    return store::retention_report{};
   }
 
   /// The suffix LATEST names for `spec`'s job, or none when it has no LATEST. A LATEST naming a
-  /// missing or uncommitted checkpoint is an error (see store::read_latest). Blocking.
-  static result<std::optional<std::string>> latest(const execution_spec& spec) {
+  /// missing or uncommitted checkpoint is an error (see store::read_latest). Blocking (on
+  /// `rt`'s engine; null: runtime::global()).
+  static result<std::optional<std::string>> latest(const execution_spec& spec,
+                                                   const std::shared_ptr<ckpt::runtime>& rt = {}) {
     CKPT_TRY(auto dir, spec.job_dir());
-    return store::read_latest(dir);
+    return store::read_latest(dir, rt);
   }
 
   /// The committed checkpoints of `spec`'s job in natural order (`step_9` before `step_10`);
-  /// temporary, trash and uncommitted directories are never listed. Blocking.
-  static result<std::vector<std::string>> checkpoints(const execution_spec& spec) {
+  /// temporary, trash and uncommitted directories are never listed. Blocking (as latest()).
+  static result<std::vector<std::string>> checkpoints(
+      const execution_spec& spec, const std::shared_ptr<ckpt::runtime>& rt = {}) {
     CKPT_TRY(auto dir, spec.job_dir());
-    return store::list_committed(dir);
+    return store::list_committed(dir, rt);
   }
 
   /// Creates a `Job` from the checkpoint at `checkpoints_dir / rel_path` and restores it.
@@ -630,11 +645,15 @@ class restoreable_job : public checkpointed_job<C> {
  private:
   result<void> write_latest_and_retire(const std::filesystem::path& suffix) {
     CKPT_TRY(auto dir, this->spec_.job_dir());
-    CKPT_TRY(store::write_latest(dir, suffix));
+    const auto& rt = this->save_defaults().runtime;
+    CKPT_TRY(store::write_latest(dir, suffix, rt));
     if (retention_.keep_last > 0 || retention_.keep_every > 0) {
-      (void)wait_retention();  // its errors are reported by wait_retention() to whoever asks
-      retention_task_ = std::async(std::launch::async, [dir, opts = retention_] {
-        return store::apply_retention(dir, opts);
+      if (retention_task_.valid()) {
+        auto previous = retention_task_.get();  // an error is kept for wait_retention()
+        if (!previous && !retention_error_) retention_error_ = previous.error();
+      }
+      retention_task_ = std::async(std::launch::async, [dir, opts = retention_, rt] {
+        return store::apply_retention(dir, opts, rt);
       });
     }
     return success();
@@ -642,6 +661,7 @@ class restoreable_job : public checkpointed_job<C> {
 
   store::retention_options retention_;
   std::future<result<store::retention_report>> retention_task_;
+  std::optional<error> retention_error_;  // of a pass nobody collected
 };
 
 /// Seed spellings.

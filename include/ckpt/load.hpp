@@ -61,14 +61,18 @@ result<tree> load_subtree_blocking(std::filesystem::path path, std::string subtr
                                    load_options options = {});
 
 /// metadata.json only, without opening the index or any data file (checked against the commit
-/// marker's checksum).
-boost::asio::awaitable<result<boost::json::object>> load_metadata(std::filesystem::path path);
-result<boost::json::object> load_metadata_blocking(std::filesystem::path path);
+/// marker's checksum). `rt`: the runtime whose engine reads (null: runtime::global()).
+boost::asio::awaitable<result<boost::json::object>> load_metadata(
+    std::filesystem::path path, std::shared_ptr<runtime> rt = nullptr);
+result<boost::json::object> load_metadata_blocking(std::filesystem::path path,
+                                                   std::shared_ptr<runtime> rt = nullptr);
 /// job.json only (errc::not_found when the checkpoint has none).
-result<boost::json::object> load_job_blocking(std::filesystem::path path);
+result<boost::json::object> load_job_blocking(std::filesystem::path path,
+                                              std::shared_ptr<runtime> rt = nullptr);
 
 /// True when `path` holds a committed checkpoint (commit marker present and consistent with
-/// its index). Reads only COMMIT and index.json.
-result<bool> is_committed(std::filesystem::path path);
+/// its index). Reads only COMMIT and index.json. Blocks on `rt` (null: runtime::global()):
+/// never call it from one of that runtime's threads.
+result<bool> is_committed(std::filesystem::path path, std::shared_ptr<runtime> rt = nullptr);
 
 }  // namespace ckpt

@@ -30,7 +30,9 @@ struct save_options {
   /// Data files written in parallel.
   unsigned data_files = 4;
   /// Replace an existing committed checkpoint at the same path. The swap is atomic: the old one
-  /// stays intact and visible until the new one commits.
+  /// stays intact and visible until the new one commits, and is deleted before the save
+  /// completes (a failure to delete it leaves a `.<name>.trash-*` directory that
+  /// store::cleanup_stale removes; the save still succeeds).
   bool overwrite = false;
   /// Try LZ4 per chunk, keeping it only where it pays (see min_ratio); false stores raw.
   bool compress = true;

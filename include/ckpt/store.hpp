@@ -11,18 +11,25 @@
 //
 // Every function here is synchronous (small metadata IO: a few reads, fsyncs and renames) and
 // thread-safe in the sense that it keeps no state; the protocol assumes one writer per job
-// directory. Functions that check commit markers use `ckpt::runtime::global()`: do not call
-// them from one of that runtime's threads.
+// directory. Functions that do IO take the runtime whose engine does it (`rt`; null means
+// `ckpt::runtime::global()`): they block the calling thread on it, so never call them from one
+// of that runtime's own threads. Every write goes through the engine (and so through a
+// fault-injecting or recording backend the runtime was created over).
 #pragma once
 
 #include <ckpt/error.hpp>
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace ckpt {
+class runtime;
+}
 
 namespace ckpt::store {
 
@@ -53,20 +60,22 @@ bool natural_less(std::string_view a, std::string_view b) noexcept;
 /// The committed checkpoints directly inside `job_dir`, in natural order. Skips files, names
 /// starting with '.' (temporary and trash directories) and directories without a valid commit
 /// marker (`ckpt::is_committed`). A missing `job_dir` yields an empty list.
-result<std::vector<std::string>> list_committed(const std::filesystem::path& job_dir);
+result<std::vector<std::string>> list_committed(const std::filesystem::path& job_dir,
+                                                const std::shared_ptr<runtime>& rt = {});
 
 /// Registers `suffix` as the job's latest checkpoint, durably and atomically: refuses (with
 /// `errc::not_committed` / `errc::not_found`) a suffix that is not a committed checkpoint,
 /// then writes `LATEST.tmp`, fsyncs it, renames it over `LATEST` and fsyncs `job_dir`.
 /// A crash at any point leaves either the old or the new LATEST.
-result<void> write_latest(const std::filesystem::path& job_dir,
-                          const std::filesystem::path& suffix);
+result<void> write_latest(const std::filesystem::path& job_dir, const std::filesystem::path& suffix,
+                          const std::shared_ptr<runtime>& rt = {});
 
 /// The suffix `LATEST` names, or none when there is no LATEST file. A LATEST that names a
 /// missing checkpoint (`errc::not_found`), an uncommitted one (`errc::not_committed`) or an
 /// escaping path (`errc::path_escape`) is an error, never a silent fallback to another
 /// checkpoint.
-result<std::optional<std::string>> read_latest(const std::filesystem::path& job_dir);
+result<std::optional<std::string>> read_latest(const std::filesystem::path& job_dir,
+                                               const std::shared_ptr<runtime>& rt = {});
 
 /// What retention keeps. With both fields 0 nothing is deleted.
 struct retention_options {
@@ -89,7 +98,8 @@ struct retention_report {
 /// thread: call it after `write_latest`, off the training thread (restoreable_job does it on a
 /// background thread). When LATEST is unreadable nothing is deleted.
 result<retention_report> apply_retention(const std::filesystem::path& job_dir,
-                                         const retention_options& options);
+                                         const retention_options& options,
+                                         const std::shared_ptr<runtime>& rt = {});
 
 struct cleanup_report {
   std::vector<std::string> removed;  ///< names removed, sorted
@@ -100,12 +110,14 @@ struct cleanup_report {
 /// directories of this very process (its pid) are left alone, since they may belong to a save
 /// in flight. Anything else, hidden or not, is never touched. Call it at job start-up, before
 /// the first save (one writer per job directory). A missing `job_dir` is not an error.
-result<cleanup_report> cleanup_stale(const std::filesystem::path& job_dir);
+result<cleanup_report> cleanup_stale(const std::filesystem::path& job_dir,
+                                     const std::shared_ptr<runtime>& rt = {});
 
 /// True when `job_dir` holds a `DONE` file. IO errors read as false.
 bool is_done(const std::filesystem::path& job_dir) noexcept;
 /// Durably creates `job_dir/DONE` (write `DONE.tmp`, fsync, rename, fsync dir) holding
 /// `content`. Creates `job_dir` when missing.
-result<void> mark_done(const std::filesystem::path& job_dir, std::string_view content);
+result<void> mark_done(const std::filesystem::path& job_dir, std::string_view content,
+                       const std::shared_ptr<runtime>& rt = {});
 
 }  // namespace ckpt::store

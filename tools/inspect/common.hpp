@@ -1,7 +1,7 @@
 // ckpt-inspect: what the subcommands share (arguments, output formatting, opening checkpoints).
 #pragma once
 
-#include "checkpoint_files.hpp"
+#include "checkpoint/files.hpp"
 #include "format/index.hpp"
 
 #include <ckpt/error.hpp>

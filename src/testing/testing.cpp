@@ -1,22 +1,17 @@
 // Test-only hooks; see testing.hpp. Empty unless CKPT_TESTING is defined.
-#include "testing.hpp"
+#include "testing/testing.hpp"
 
 #ifdef CKPT_TESTING
 
 #include <unistd.h>
-#include <atomic>
 #include <csignal>
 #include <cstdlib>
 #include <map>
-#include <memory>
 #include <mutex>
 
 namespace ckpt::testing {
 
 namespace {
-std::mutex observer_mutex;
-std::shared_ptr<std::function<void(const fs_event&)>> observer;
-std::atomic<bool> has_observer{false};
 std::mutex kill_mutex;
 std::map<std::string, long, std::less<>> kill_hits;
 }  // namespace
@@ -50,25 +45,6 @@ void kill_point(std::string_view name) noexcept {
     hit = ++kill_hits[std::string(name)];
   }
   if (hit == nth) ::kill(::getpid(), SIGKILL);
-}
-
-void set_fs_observer(std::function<void(const fs_event&)> f) {
-  std::lock_guard l(observer_mutex);
-  observer = f ? std::make_shared<std::function<void(const fs_event&)>>(std::move(f)) : nullptr;
-  has_observer = observer != nullptr;
-}
-
-bool observed() noexcept {
-  return has_observer.load(std::memory_order_relaxed);
-}
-
-void notify(const fs_event& e) {
-  std::shared_ptr<std::function<void(const fs_event&)>> o;
-  {
-    std::lock_guard l(observer_mutex);
-    o = observer;
-  }
-  if (o) (*o)(e);
 }
 
 }  // namespace ckpt::testing

@@ -1,6 +1,6 @@
 // Coordinators without MPI: one process alone, or a group of in-memory ranks (one thread each);
 // and `agree`, which turns every rank's outcome into one verdict.
-#include "outcome_wire.hpp"
+#include "shard/outcome_wire.hpp"
 
 #include <ckpt/coordinator.hpp>
 

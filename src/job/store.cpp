@@ -1,9 +1,11 @@
 #include <ckpt/load.hpp>
 #include <ckpt/store.hpp>
 
-#include "store_io.hpp"
-#include "store_paths.hpp"
+#include "checkpoint/durable.hpp"
+#include "checkpoint/files.hpp"
+#include "pipeline/runtime_impl.hpp"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +16,16 @@
 namespace ckpt::store {
 
 namespace fs = std::filesystem;
+namespace asio = boost::asio;
 
 namespace {
+
+// Runs one of the checkpoint layer's coroutines on `rt`'s engine, blocking this thread.
+template <class Op>
+auto blocking(const std::shared_ptr<runtime>& rt, Op&& op) {
+  auto r = runtime_or_global(rt);
+  return detail::run_blocking(r->executor(), std::forward<Op>(op)(r->io()));
+}
 
 bool is_digit(char c) noexcept {
   return c >= '0' && c <= '9';
@@ -48,7 +58,7 @@ std::optional<std::string> transient_owner(std::string_view entry, std::string_v
   if (at == std::string_view::npos || at < 2) return std::nullopt;  // name must be non-empty
   std::string_view rest = entry.substr(at + marker.size());
   if (rest.empty()) return std::nullopt;
-  // Our suffixes are "<pid>-<token>" (save.cpp and store_io.cpp): anything else is not ours.
+  // Our suffixes are "<pid>-<token>" (checkpoint::unique_suffix): anything else is not ours.
   const std::size_t dash = rest.find('-');
   if (dash == std::string_view::npos || dash == 0 || dash + 1 == rest.size()) return std::nullopt;
   std::string_view pid = rest.substr(0, dash);
@@ -56,7 +66,8 @@ std::optional<std::string> transient_owner(std::string_view entry, std::string_v
   return std::string(pid);
 }
 
-result<void> check_is_committed(const fs::path& job_dir, const fs::path& suffix) {
+result<void> check_is_committed(const fs::path& job_dir, const fs::path& suffix,
+                                const std::shared_ptr<runtime>& rt) {
   const fs::path dir = job_dir / suffix;
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
@@ -65,7 +76,7 @@ result<void> check_is_committed(const fs::path& job_dir, const fs::path& suffix)
     }
     return fail(errc::not_found, "checkpoint " + dir.string() + " does not exist");
   }
-  CKPT_TRY(bool committed, ckpt::is_committed(dir));
+  CKPT_TRY(bool committed, ckpt::is_committed(dir, rt));
   if (!committed) {
     return fail(errc::not_committed,
                 dir.string() + " is not a committed checkpoint (no valid commit marker)");
@@ -146,7 +157,8 @@ bool natural_less(std::string_view a, std::string_view b) noexcept {
   return (a.size() - i) < (b.size() - j);
 }
 
-result<std::vector<std::string>> list_committed(const fs::path& job_dir) {
+result<std::vector<std::string>> list_committed(const fs::path& job_dir,
+                                                const std::shared_ptr<runtime>& rt) {
   std::vector<std::string> out;
   std::error_code ec;
   fs::directory_iterator it(job_dir, ec);
@@ -159,7 +171,7 @@ result<std::vector<std::string>> list_committed(const fs::path& job_dir) {
     if (name.empty() || name[0] == '.') continue;  // temporary, trash, hidden: never listed
     std::error_code dec;
     if (!entry.is_directory(dec)) continue;
-    CKPT_TRY_CTX(bool committed, ckpt::is_committed(entry.path()), "list " + job_dir.string());
+    CKPT_TRY_CTX(bool committed, ckpt::is_committed(entry.path(), rt), "list " + job_dir.string());
     if (committed) out.push_back(name);
   }
   std::sort(out.begin(), out.end(),
@@ -167,19 +179,25 @@ result<std::vector<std::string>> list_committed(const fs::path& job_dir) {
   return out;
 }
 
-result<void> write_latest(const fs::path& job_dir, const fs::path& suffix) {
+result<void> write_latest(const fs::path& job_dir, const fs::path& suffix,
+                          const std::shared_ptr<runtime>& rt) {
   const std::string context = "register " + suffix.string() + " as latest in " + job_dir.string();
   CKPT_TRYV_CTX(check_relative(suffix, "checkpoint suffix"), context);
-  CKPT_TRYV_CTX(check_is_committed(job_dir, suffix), context);
-  CKPT_TRYV_CTX(
-      detail::replace_file_durable(job_dir, latest_file_name, suffix.generic_string() + "\n"),
-      context);
+  CKPT_TRYV_CTX(check_is_committed(job_dir, suffix, rt), context);
+  CKPT_TRYV_CTX(blocking(rt,
+                         [&](io::engine& io) {
+                           return checkpoint::replace_file(io, job_dir,
+                                                           std::string(latest_file_name),
+                                                           suffix.generic_string() + "\n");
+                         }),
+                context);
   return success();
 }
 
-result<std::optional<std::string>> read_latest(const fs::path& job_dir) {
+result<std::optional<std::string>> read_latest(const fs::path& job_dir,
+                                               const std::shared_ptr<runtime>& rt) {
   const fs::path file = job_dir / std::string(latest_file_name);
-  auto text = detail::read_small_file(file, 4096);
+  auto text = checkpoint::read_small_file(file, 4096);
   if (!text) {
     if (text.error() == std::errc::no_such_file_or_directory) {
       return std::optional<std::string>();
@@ -192,21 +210,22 @@ result<std::optional<std::string>> read_latest(const fs::path& job_dir) {
   const std::string context = "LATEST in " + job_dir.string();
   if (s.empty()) return fail(errc::corrupt, context + " is empty");
   CKPT_TRYV_CTX(check_relative(fs::path(s), "checkpoint suffix"), context);
-  CKPT_TRYV_CTX(check_is_committed(job_dir, s), context + " names \"" + s + "\"");
+  CKPT_TRYV_CTX(check_is_committed(job_dir, s, rt), context + " names \"" + s + "\"");
   return std::optional<std::string>(std::move(s));
 }
 
-result<retention_report> apply_retention(const fs::path& job_dir,
-                                         const retention_options& options) {
+result<retention_report> apply_retention(const fs::path& job_dir, const retention_options& options,
+                                         const std::shared_ptr<runtime>& rt) {
   const std::string context = "retention in " + job_dir.string();
   retention_report report;
-  CKPT_TRY_CTX(auto all, list_committed(job_dir), context);
+  CKPT_TRY_CTX(auto all, list_committed(job_dir, rt), context);
   if (options.keep_last == 0 && options.keep_every == 0) {
     report.kept = std::move(all);
     return report;
   }
   // LATEST must be readable: without knowing its target nothing may be deleted.
-  CKPT_TRY_CTX(auto latest, read_latest(job_dir), context + ": LATEST unreadable, nothing deleted");
+  CKPT_TRY_CTX(auto latest, read_latest(job_dir, rt),
+               context + ": LATEST unreadable, nothing deleted");
   std::string latest_top;
   if (latest) latest_top = fs::path(*latest).begin()->string();
 
@@ -224,33 +243,19 @@ result<retention_report> apply_retention(const fs::path& job_dir,
   if (victims.empty()) return report;
 
   // Rename every victim into the trash, make the renames durable, then delete.
-  std::vector<std::string> trash;
-  std::optional<error> first_error;
-  for (const auto& name : victims) {
-    std::string t = detail::trash_name(name, detail::unique_suffix());
-    auto r = detail::rename_noreplace(job_dir, name, t);
-    if (!r) {
-      if (!first_error) first_error = std::move(r).error().with_context(context);
-      report.kept.push_back(name);
-      continue;
-    }
-    trash.push_back(std::move(t));
-    report.removed.push_back(name);
-  }
-  if (!trash.empty()) {
-    CKPT_TRYV_CTX(detail::fsync_directory(job_dir), context);
-    for (const auto& t : trash) {
-      auto r = detail::remove_tree(job_dir / t);
-      if (!r && !first_error) first_error = std::move(r).error().with_context(context);
-    }
-  }
+  auto r = blocking(rt, [&](io::engine& io) { return checkpoint::retire(io, job_dir, victims); });
+  if (!r) return fail(std::move(r).error().with_context(context));
+  for (std::size_t i = 0; i < victims.size(); ++i)
+    (r.value().renamed[i] ? report.removed : report.kept).push_back(victims[i]);
   std::sort(report.kept.begin(), report.kept.end(),
             [](const std::string& x, const std::string& y) { return natural_less(x, y); });
-  if (first_error) return fail(std::move(*first_error));
+  if (r.value().first_error) {
+    return fail(std::move(*r.value().first_error).with_context(context));
+  }
   return report;
 }
 
-result<cleanup_report> cleanup_stale(const fs::path& job_dir) {
+result<cleanup_report> cleanup_stale(const fs::path& job_dir, const std::shared_ptr<runtime>& rt) {
   cleanup_report report;
   std::error_code ec;
   fs::directory_iterator it(job_dir, ec);
@@ -281,11 +286,14 @@ result<cleanup_report> cleanup_stale(const fs::path& job_dir) {
   }
   std::sort(victims.begin(), victims.end());
   for (const auto& v : victims) {
-    CKPT_TRYV_CTX(detail::remove_tree(job_dir / v), "clean up " + job_dir.string());
+    CKPT_TRYV_CTX(
+        blocking(rt, [&](io::engine& io) { return checkpoint::remove_tree(io, job_dir / v); }),
+        "clean up " + job_dir.string());
     report.removed.push_back(v);
   }
   if (!victims.empty()) {
-    CKPT_TRY(detail::fsync_directory(job_dir));
+    CKPT_TRY(
+        blocking(rt, [&](io::engine& io) { return checkpoint::fsync_directory(io, job_dir); }));
   }
   return report;
 }
@@ -295,10 +303,18 @@ bool is_done(const fs::path& job_dir) noexcept {
   return fs::is_regular_file(job_dir / std::string(done_file_name), ec);
 }
 
-result<void> mark_done(const fs::path& job_dir, std::string_view content) {
+result<void> mark_done(const fs::path& job_dir, std::string_view content,
+                       const std::shared_ptr<runtime>& rt) {
   const std::string context = "mark " + job_dir.string() + " done";
-  CKPT_TRYV_CTX(detail::create_directories_durable(job_dir), context);
-  CKPT_TRYV_CTX(detail::replace_file_durable(job_dir, done_file_name, content), context);
+  CKPT_TRYV_CTX(
+      blocking(rt, [&](io::engine& io) { return checkpoint::make_directories(io, job_dir); }),
+      context);
+  CKPT_TRYV_CTX(blocking(rt,
+                         [&](io::engine& io) {
+                           return checkpoint::replace_file(io, job_dir, std::string(done_file_name),
+                                                           std::string(content));
+                         }),
+                context);
   return success();
 }
 

@@ -12,17 +12,16 @@
 // saved leaf (the bytes from its first to its last element), and a sink copies the
 // intersection's rows out of each decoded chunk. All needed rank checkpoints are validated
 // before the first byte lands in the caller's memory.
-#include "checkpoint_files.hpp"
-#include "detail/async.hpp"
+#include "checkpoint/durable.hpp"
+#include "checkpoint/files.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
 #include "format/sharded.hpp"
-#include "load_ranges.hpp"
-#include "outcome_wire.hpp"
-#include "runtime_impl.hpp"
-#include "store_io.hpp"
-#include "store_paths.hpp"
-#include "testing.hpp"
+#include "io/async.hpp"
+#include "pipeline/load_ranges.hpp"
+#include "pipeline/runtime_impl.hpp"
+#include "shard/outcome_wire.hpp"
+#include "testing/testing.hpp"
 
 #include <ckpt/shard.hpp>
 
@@ -223,58 +222,18 @@ std::uint64_t unix_ns() {
                                         .count());
 }
 
-// Creates `dir/name` (must not exist), writes `content`, fsyncs and closes it.
-result<void> write_new_file(int dir_fd, const fs::path& dir, std::string_view name,
-                            std::string_view content) {
-  const std::string n(name);
-  const std::string label = (dir / n).string();
-  int fd = ::openat(dir_fd, n.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) return fail(system_error(errno, "create " + label));
-  std::size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t w = ::write(fd, content.data() + done, content.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      const int err = errno;
-      ::close(fd);
-      return fail(system_error(err, "write " + label));
-    }
-    done += static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0) {  // never retried: the kernel may have dropped the pages
-    const int err = errno;
-    ::close(fd);
-    return fail(system_error(err, "fsync " + label));
-  }
-  if (::close(fd) != 0) return fail(system_error(errno, "close " + label));
-  return success();
-}
-
-struct dir_fd {
-  int fd = -1;
-  dir_fd() = default;
-  dir_fd(const dir_fd&) = delete;
-  dir_fd& operator=(const dir_fd&) = delete;
-  ~dir_fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
-result<void> open_dir(const fs::path& p, dir_fd& out) {
-  out.fd = ::open(p.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (out.fd < 0) return fail(system_error(errno, "open directory " + p.string()));
-  return success();
-}
-
-result<void> fsync_fd(int fd, const fs::path& p) {
-  if (::fsync(fd) != 0) return fail(system_error(errno, "fsync directory " + p.string()));
-  return success();
+// The parent directories (durable) and the temporary directory every rank writes into.
+asio::awaitable<result<void>> make_temporary(io::engine& io, fs::path parent, std::string tmp) {
+  CKPT_CO_TRY(co_await checkpoint::make_directories(io, parent));
+  const std::string where = (parent / tmp).string();
+  CKPT_CO_TRYV_CTX(co_await io.mkdir(AT_FDCWD, where, 0755), "create " + where);
+  co_return success();
 }
 
 // The size and checksum of `dir/COMMIT`.
 result<detail::expected_commit> commit_of(const fs::path& dir) {
   CKPT_TRY(std::string text,
-           detail::read_small_file(dir / std::string(format::commit_file), 1 << 20));
+           checkpoint::read_small_file(dir / std::string(format::commit_file), 1 << 20));
   return detail::expected_commit{text.size(), format::checksum(std::as_bytes(std::span(text)))};
 }
 
@@ -291,6 +250,7 @@ struct sharded_save_handle::state : std::enable_shared_from_this<sharded_save_ha
   std::vector<sharded_leaf> leaves;
   boost::json::object metadata;
   sharded_save_options options;
+  std::shared_ptr<runtime> rt;  // the engine of rank 0's directory IO (options.local.runtime)
   std::uint64_t ticket = 0;
   clock_type::time_point start = clock_type::now();
 
@@ -423,18 +383,15 @@ std::string sharded_save_handle::state::make_plan(const std::vector<std::string>
   }
   // The temporary directory every rank writes into.
   const bool overwrite = options.local.overwrite;
-  auto made = detail::create_directories_durable(parent);
-  if (!made) return error_message(made.error());
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && !overwrite) {
     return error_message(error(errc::already_exists, path.string() +
                                                          " already exists (pass "
                                                          "save_options::overwrite to replace it)"));
   }
-  tmp_name = detail::temp_name(name, detail::unique_suffix());
-  if (::mkdir((parent / tmp_name).c_str(), 0755) != 0) {
-    return error_message(system_error(errno, "create " + (parent / tmp_name).string()));
-  }
+  tmp_name = checkpoint::temp_name(name, checkpoint::unique_suffix());
+  auto made = detail::run_blocking(rt->executor(), make_temporary(rt->io(), parent, tmp_name));
+  if (!made) return error_message(made.error());
   boost::json::array all;
   for (auto& a : assign)
     all.push_back(std::move(a));
@@ -479,12 +436,11 @@ result<void> sharded_save_handle::state::commit(const std::vector<std::string>& 
   for (const auto& le : ix.leaves)
     logical += le.num_bytes;
 
-  // metadata.json, job.json, sharded-index.json, then COMMIT, each fsynced; then the directory.
-  dir_fd d;
-  CKPT_TRY(open_dir(tmp, d));
+  // metadata.json, job.json, sharded-index.json, then COMMIT: the commit protocol of
+  // checkpoint/durable.hpp, on the runtime's engine (this thread blocks on it).
   format::sharded_commit cm;
-  const std::string meta = boost::json::serialize(metadata);
-  const std::string index_json = format::encode_sharded_index(ix);
+  std::string meta = boost::json::serialize(metadata);
+  std::string index_json = format::encode_sharded_index(ix);
   cm.metadata_bytes = meta.size();
   cm.metadata_xxh3 = format::checksum(std::as_bytes(std::span(meta)));
   cm.index_bytes = index_json.size();
@@ -500,43 +456,17 @@ result<void> sharded_save_handle::state::commit(const std::vector<std::string>& 
   cm.logical_bytes = logical;
   cm.stored_bytes = stored;
   cm.created_unix_ns = unix_ns();
-  CKPT_TRY(write_new_file(d.fd, tmp, format::metadata_file, meta));
-  if (cm.has_job) {
-    CKPT_TRY(write_new_file(d.fd, tmp, format::job_file, job));
-  }
-  CKPT_TRY(write_new_file(d.fd, tmp, format::sharded_index_file, index_json));
-  testing::kill_point("shard_before_commit_marker");
-  CKPT_TRY(write_new_file(d.fd, tmp, format::commit_file, format::encode_sharded_commit(cm)));
-  testing::kill_point("shard_after_commit_marker");
-  CKPT_TRY(fsync_fd(d.fd, tmp));
-
-  // The atomic rename (an exchange when overwriting), then the parent's fsync.
-  dir_fd p;
-  CKPT_TRY(open_dir(parent, p));
-  struct stat st {};
-  const bool exchange =
-      options.local.overwrite && ::fstatat(p.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
-  if (::renameat2(p.fd, tmp_name.c_str(), p.fd, name.c_str(),
-                  exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE) != 0) {
-    return fail(system_error(errno, "rename " + tmp_name + " to " + name));
-  }
-  testing::kill_point("shard_after_rename");
-  if (auto s = fsync_fd(p.fd, parent); !s) {
-    // Not known to be durable: undo, so that what is visible matches the failure reported.
-    (void)::renameat2(p.fd, name.c_str(), p.fd, tmp_name.c_str(),
-                      exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE);
-    return s;
-  }
-  if (exchange) {
-    // The old checkpoint now sits under the temporary name: to the trash, then deleted.
-    const std::string trash = detail::trash_name(name, detail::unique_suffix());
-    if (::renameat2(p.fd, tmp_name.c_str(), p.fd, trash.c_str(), RENAME_NOREPLACE) == 0) {
-      (void)::fsync(p.fd);
-      (void)detail::remove_tree(parent / trash);
-    } else {
-      (void)detail::remove_tree(tmp);
-    }
-  }
+  checkpoint::commit_request rq;
+  rq.parent = parent;
+  rq.tmp_name = tmp_name;
+  rq.name = name;
+  rq.files.push_back({std::string(format::metadata_file), std::move(meta)});
+  if (cm.has_job) rq.files.push_back({std::string(format::job_file), std::move(job)});
+  rq.files.push_back({std::string(format::sharded_index_file), std::move(index_json)});
+  rq.marker = {std::string(format::commit_file), format::encode_sharded_commit(cm)};
+  rq.overwrite = options.local.overwrite;
+  rq.kill_prefix = "shard_";
+  CKPT_TRY(detail::run_blocking(rt->executor(), checkpoint::commit(rt->io(), std::move(rq))));
   return success();
 }
 
@@ -644,7 +574,8 @@ result<void> sharded_save_handle::state::protocol() {
       verdict = boost::json::serialize(
           boost::json::object{{"ok", true}, {"logical_bytes", logical}, {"stored_bytes", stored}});
     } else {
-      (void)detail::remove_tree(parent / tmp_name);
+      (void)detail::run_blocking(rt->executor(),
+                                 checkpoint::remove_tree(rt->io(), parent / tmp_name));
       verdict = error_message(std::move(c).error().with_context("save " + path.string()));
     }
   }
@@ -691,6 +622,7 @@ sharded_save_handle start_sharded_save(std::shared_ptr<coordinator> coord, fs::p
   s->leaves = std::move(leaves);
   s->metadata = std::move(metadata);
   s->options = std::move(options);
+  s->rt = runtime_or_global(s->options.local.runtime);
   if (!s->coord) {
     auto e = error(errc::invalid_argument, "save " + s->path.string() + ": no coordinator");
     s->staged_event.set(fail(e));

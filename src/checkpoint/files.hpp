@@ -13,6 +13,7 @@
 
 #include <filesystem>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace ckpt::detail {
@@ -46,3 +47,11 @@ result<checkpoint_files> read_checkpoint_files(const std::filesystem::path& dir)
 error first_problem(const std::filesystem::path& dir, const checkpoint_files& cf);
 
 }  // namespace ckpt::detail
+
+namespace ckpt::checkpoint {
+
+/// Reads a whole small file (at most `max_bytes`, else errc::limit_exceeded), synchronously,
+/// never following a symbolic link at the last component.
+result<std::string> read_small_file(const std::filesystem::path& file, std::size_t max_bytes);
+
+}  // namespace ckpt::checkpoint

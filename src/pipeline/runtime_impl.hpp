@@ -1,8 +1,8 @@
 // What a runtime holds (internal).
 #pragma once
 
-#include "detail/async.hpp"
-#include "detail/buffer_pool.hpp"
+#include "io/async.hpp"
+#include "pipeline/buffer_pool.hpp"
 
 #include <ckpt/runtime.hpp>
 

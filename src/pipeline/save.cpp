@@ -4,12 +4,12 @@
 // `encode_unit` (on the background pool, niced), which touch only their own unit and staging
 // buffer. A unit's life: capture (borrowed/owned leaves, in unit order, so `staged` costs about
 // a memcpy) -> encode in place -> O_DIRECT write -> buffer back to the pool.
-#include "detail/async.hpp"
+#include "checkpoint/durable.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
-#include "runtime_impl.hpp"
-#include "store_paths.hpp"
-#include "testing.hpp"
+#include "io/async.hpp"
+#include "pipeline/runtime_impl.hpp"
+#include "testing/testing.hpp"
 
 #include <ckpt/save.hpp>
 
@@ -101,7 +101,6 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   // The most bytes one data file can end up with (least-filled placement: its share of the
   // other units plus the largest; stored <= raw, padded). Preallocation stops there.
   std::uint64_t file_budget = std::numeric_limits<std::uint64_t>::max();
-  std::vector<std::string> created;  // names created inside the temporary directory
   std::unique_ptr<detail::async_budget> encode_slots;
   std::unique_ptr<detail::async_budget> capture_slots;
   // Someone may be waiting for `staged` (start_save): every capture is queued on the CPU pool at
@@ -128,7 +127,6 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   asio::awaitable<void> process_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<result<void>> encode_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<result<void>> commit();
-  asio::awaitable<result<void>> write_small_file(std::string name, std::string content);
   asio::awaitable<void> cleanup();
   void plan();
 };
@@ -177,16 +175,6 @@ std::uint64_t save_slab_bytes(std::uint64_t chunk_bytes) {
       io_align);
 }
 
-std::string random_suffix() {
-  static std::atomic<std::uint64_t> counter{0};
-  std::uint64_t x = static_cast<std::uint64_t>(clock_type::now().time_since_epoch().count()) ^
-                    (counter.fetch_add(1) * 0x9e3779b97f4a7c15ULL);
-  x ^= x >> 29;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 32;
-  return std::to_string(::getpid()) + "-" + format::checksum_hex(x).substr(0, 8);
-}
-
 }  // namespace
 
 void save_handle::state::plan() {
@@ -226,7 +214,7 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
     co_return fail(errc::invalid_argument, "checkpoint path \"" + path.string() + "\" has no name");
   }
   // Parent directories (created and made durable when missing).
-  CKPT_CO_TRY(co_await detail::make_directories(io(), parent));
+  CKPT_CO_TRY(co_await checkpoint::make_directories(io(), parent));
   CKPT_CO_TRY(io::file pf,
               co_await io().open(AT_FDCWD, parent.string(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   parent_dir = pf;
@@ -250,7 +238,7 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
     }
   }
 
-  tmp_name = detail::temp_name(name, random_suffix());
+  tmp_name = checkpoint::temp_name(name, checkpoint::unique_suffix());
   CKPT_CO_TRYV_CTX(co_await io().mkdir(parent_dir.fd, tmp_name, 0755), "create " + tmp_name);
   CKPT_CO_TRY(io::file tf,
               co_await io().open(parent_dir.fd, tmp_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -270,7 +258,6 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
     std::string fname = format::data_file_name(i);
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (options.direct_io ? O_DIRECT : 0);
     CKPT_CO_TRY(io::file f, co_await io().open(tmp_dir.fd, fname, flags, 0644));
-    created.push_back(fname);
     data_files.push_back(f);
     file_ends.push_back(0);
     file_alloc.push_back(f.direct ? 0 : std::numeric_limits<std::uint64_t>::max());
@@ -499,21 +486,6 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   if (cancel_requested && !failure) fail_with(error(errc::cancelled, "cancelled"));
 }
 
-asio::awaitable<result<void>> save_handle::state::write_small_file(std::string fname,
-                                                                   std::string content) {
-  CKPT_CO_TRY(io::file f,
-              co_await io().open(tmp_dir.fd, fname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  created.push_back(fname);
-  auto w = co_await io().write(f, std::as_bytes(std::span(content)), 0);
-  result<void> s = success();
-  if (w) s = co_await io().fsync(f);  // (no co_await inside ?: : GCC 12 miscompiles it)
-  auto c = co_await io().close(f);
-  if (!w) co_return fail(std::move(w).error().with_context("write " + fname));
-  if (!s) co_return fail(std::move(s).error().with_context("fsync " + fname));
-  if (!c) co_return fail(std::move(c).error().with_context("close " + fname));
-  co_return success();
-}
-
 asio::awaitable<result<void>> save_handle::state::commit() {
   auto ex = co_await asio::this_coro::executor;
   // Preallocated space beyond the data goes, so that each file is exactly its chunks.
@@ -522,22 +494,6 @@ asio::awaitable<result<void>> save_handle::state::commit() {
         file_alloc[f] > file_ends[f]) {
       CKPT_CO_TRY(co_await io().ftruncate(data_files[f], file_ends[f]));
     }
-  }
-  // 4. fsync every data file after all its writes completed.
-  auto t_fsync = clock_type::now();
-  {
-    std::vector<asio::awaitable<result<void>>> ops;
-    if (!testing::planted("fsync_before_write")) {
-      for (auto& f : data_files)
-        ops.push_back(io().fsync(f));
-    }
-    CKPT_CO_TRYV_CTX(co_await detail::when_all(ex, std::move(ops)), "fsync data files");
-  }
-  testing::kill_point("after_data_fsync");
-  for (auto& f : data_files) {
-    auto c = co_await io().close(f);
-    f.fd = -1;
-    if (!c) co_return fail(std::move(c).error().with_context("close " + f.name));
   }
   auto t_commit = clock_type::now();
   for (std::size_t i = 0; i < ix.files.size(); ++i)
@@ -565,63 +521,30 @@ asio::awaitable<result<void>> save_handle::state::commit() {
       static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
-  {
-    std::vector<asio::awaitable<result<void>>> ops;
-    ops.push_back(write_small_file(std::string(format::metadata_file), std::move(meta)));
-    if (options.job) ops.push_back(write_small_file(std::string(format::job_file), std::move(job)));
-    ops.push_back(write_small_file(std::string(format::index_file), std::move(index_json)));
-    CKPT_CO_TRY(co_await detail::when_all(ex, std::move(ops)));
+  // 4.-8. The data files' fsyncs, the small files, COMMIT, the directory fsyncs and the rename:
+  //       checkpoint/durable.hpp. The data files are the commit's to close from here on.
+  checkpoint::commit_request rq;
+  rq.data_files = std::exchange(data_files, {});
+  rq.parent_dir = parent_dir;
+  rq.parent = parent;
+  rq.tmp_dir = tmp_dir;
+  rq.tmp_name = tmp_name;
+  rq.name = name;
+  rq.files.push_back({std::string(format::metadata_file), std::move(meta)});
+  if (options.job) rq.files.push_back({std::string(format::job_file), std::move(job)});
+  rq.files.push_back({std::string(format::index_file), std::move(index_json)});
+  rq.marker = {std::string(format::commit_file), format::encode_commit(cm)};
+  rq.overwrite = options.overwrite;
+  if (cancel_requested) {
+    rq.data_files.swap(data_files);  // closed by cleanup()
+    co_return fail(errc::cancelled, "cancelled");
   }
-  // 6. The commit marker, last.
-  CKPT_CO_TRY(
-      co_await write_small_file(std::string(format::commit_file), format::encode_commit(cm)));
-  testing::kill_point("after_commit_marker");
-  // 7. fsync the temporary directory: its entries are durable.
-  const bool skip_dir_fsync = testing::planted("skip_dir_fsync");  // test builds only
-  if (!skip_dir_fsync) {
-    CKPT_CO_TRYV_CTX(co_await io().fsync(tmp_dir), "fsync directory " + tmp_name);
-  }
-  if (cancel_requested) co_return fail(errc::cancelled, "cancelled");
-
-  // 8. Atomic rename to the final name, then fsync the parent. With overwrite and an existing
-  //    target, exchange the two: the old checkpoint stays whole until this instant.
-  auto existing = co_await io().statx(parent_dir.fd, name, AT_SYMLINK_NOFOLLOW);
-  const bool exchange = existing && options.overwrite;
-  CKPT_CO_TRYV_CTX(co_await io().rename(parent_dir.fd, tmp_name, parent_dir.fd, name,
-                                        exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE),
-                   "rename " + tmp_name + " to " + name);
-  testing::kill_point("after_rename");
-  result<void> synced = success();
-  if (!skip_dir_fsync) synced = co_await io().fsync(parent_dir);
-  if (!synced) {
-    // Not known to be durable: undo the rename so that what is visible matches the failure we
-    // report (the temporary name then holds the new files again and cleanup removes them).
-    (void)co_await io().rename(parent_dir.fd, name, parent_dir.fd, tmp_name,
-                               exchange ? RENAME_EXCHANGE : RENAME_NOREPLACE);
-    co_return fail(std::move(synced).error().with_context("fsync directory " + parent.string()));
-  }
-  created.clear();  // the temporary directory is the checkpoint now
-  if (exchange) {
-    // The old checkpoint now sits under the temporary name: move it to the trash and delete it
-    // off the save's path (failures here leave only a trash directory that start-up cleans).
-    std::string trash = detail::trash_name(name, random_suffix());
-    std::filesystem::path victim = parent / tmp_name;
-    if (co_await io().rename(parent_dir.fd, tmp_name, parent_dir.fd, trash, RENAME_NOREPLACE)) {
-      (void)co_await io().fsync(parent_dir);
-      victim = parent / trash;
-      asio::post(rti().pool, [victim] {
-        std::error_code ec;
-        std::filesystem::remove_all(victim, ec);
-      });
-    } else {
-      // Rare: no trash name. Remove it here rather than leave a temporary name behind.
-      std::error_code ec;
-      std::filesystem::remove_all(victim, ec);
-    }
-  }
+  CKPT_CO_TRY(auto timing, co_await checkpoint::commit(io(), std::move(rq)));
+  tmp_name.clear();  // the temporary directory is the checkpoint now
   std::lock_guard l(stats_mutex);
-  stats.fsync_s = std::chrono::duration<double>(t_commit - t_fsync).count();
-  stats.commit_s = std::chrono::duration<double>(clock_type::now() - t_commit).count();
+  stats.fsync_s = timing.data_fsync_s;
+  stats.commit_s =
+      std::chrono::duration<double>(clock_type::now() - t_commit).count() - timing.data_fsync_s;
   co_return success();
 }
 
@@ -630,13 +553,7 @@ asio::awaitable<void> save_handle::state::cleanup() {
     if (f.fd >= 0) (void)co_await io().close(f);
     f.fd = -1;
   }
-  if (tmp_dir.fd >= 0) {
-    for (const auto& n : created)
-      (void)co_await io().unlink(tmp_dir.fd, n);
-  }
-  if (parent_dir.fd >= 0 && !tmp_name.empty()) {
-    (void)co_await io().unlink(parent_dir.fd, tmp_name, AT_REMOVEDIR);
-  }
+  if (!tmp_name.empty()) (void)co_await checkpoint::remove_tree(io(), parent / tmp_name);
 }
 
 asio::awaitable<void> save_handle::state::prepare_then_signal() {

@@ -3,11 +3,11 @@
 // through the runtime's IO engine with a bounded number of bytes in flight, and each extent's
 // chunks are checksummed and decoded into per-thread scratch memory on the CPU pool. Every
 // problem is recorded; nothing stops at the first one.
-#include "checkpoint_files.hpp"
-#include "detail/async.hpp"
+#include "checkpoint/files.hpp"
+#include "io/async.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
-#include "runtime_impl.hpp"
+#include "pipeline/runtime_impl.hpp"
 
 #include <ckpt/shard.hpp>
 #include <ckpt/verify.hpp>

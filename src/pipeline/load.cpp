@@ -1,13 +1,13 @@
 // The load pipeline: validate everything (commit marker, index, template, data file sizes)
 // before touching the caller's memory, then read aligned extents through the engine, verify
 // each chunk's checksum and decode it straight into its destination on the CPU pool.
-#include "checkpoint_files.hpp"
-#include "detail/async.hpp"
+#include "checkpoint/files.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
 #include "format/sharded.hpp"
-#include "load_ranges.hpp"
-#include "runtime_impl.hpp"
+#include "io/async.hpp"
+#include "pipeline/load_ranges.hpp"
+#include "pipeline/runtime_impl.hpp"
 
 #include <ckpt/load.hpp>
 
@@ -786,29 +786,32 @@ asio::awaitable<result<void>> read_ranges(std::shared_ptr<runtime> rt,
 
 }  // namespace detail
 
-asio::awaitable<result<boost::json::object>> load_metadata(std::filesystem::path path) {
-  auto rt = runtime::global();
+asio::awaitable<result<boost::json::object>> load_metadata(std::filesystem::path path,
+                                                           std::shared_ptr<runtime> rt) {
+  rt = runtime_or_global(rt);
   CKPT_CO_TRY(auto cf,
               co_await detail::run_on(rt->executor(), open_meta(rt, std::move(path), false)));
   co_return std::move(cf.metadata);
 }
 
-result<boost::json::object> load_metadata_blocking(std::filesystem::path path) {
-  auto rt = runtime::global();
+result<boost::json::object> load_metadata_blocking(std::filesystem::path path,
+                                                   std::shared_ptr<runtime> rt) {
+  rt = runtime_or_global(rt);
   CKPT_TRY(auto cf, detail::run_blocking(rt->executor(), open_meta(rt, std::move(path), false)));
   return std::move(cf.metadata);
 }
 
-result<boost::json::object> load_job_blocking(std::filesystem::path path) {
-  auto rt = runtime::global();
+result<boost::json::object> load_job_blocking(std::filesystem::path path,
+                                              std::shared_ptr<runtime> rt) {
+  rt = runtime_or_global(rt);
   CKPT_TRY(auto cf, detail::run_blocking(rt->executor(), open_meta(rt, path, false)));
   if (!cf.job) return fail(errc::not_found, path.string() + " has no job.json");
   return std::move(*cf.job);
 }
 
-result<bool> is_committed(std::filesystem::path path) {
+result<bool> is_committed(std::filesystem::path path, std::shared_ptr<runtime> rt) {
   // (open_meta accepts sharded checkpoints too: their COMMIT and sharded index are checked.)
-  auto rt = runtime::global();
+  rt = runtime_or_global(rt);
   auto cf = detail::run_blocking(rt->executor(), open_meta(rt, std::move(path), true));
   if (cf) return true;
   if (cf.error() == errc::not_found || cf.error() == errc::not_committed ||

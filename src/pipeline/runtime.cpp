@@ -1,4 +1,4 @@
-#include "runtime_impl.hpp"
+#include "pipeline/runtime_impl.hpp"
 
 #include <sys/resource.h>
 #include <unistd.h>

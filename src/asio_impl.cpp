@@ -1,1 +1,0 @@
-#include <boost/asio/impl/src.hpp>
