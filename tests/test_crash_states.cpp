@@ -502,7 +502,7 @@ recorded_run record_scenario(const fs::path& base, int rounds, bool extras,
   op_log log;
   auto inner = ckpt::io::make_thread_backend({}).value();
   auto engine =
-      ckpt::io::engine::create(std::make_unique<recording_backend>(std::move(inner), &log)).value();
+      ckpt::io::make_engine(std::make_unique<recording_backend>(std::move(inner), &log)).value();
   ckpt::runtime_options ro;
   ro.cpu_threads = 2;
   ro.staging_budget = 16 << 20;

@@ -472,7 +472,7 @@ TEST_CASE("io: an engine over a wrapped backend (short writes, injected EIO)", "
   auto wrapper =
       std::make_unique<faulty_backend>(std::move(inner).value(), ckpt::io::op_kind::fsync);
   auto* w = wrapper.get();
-  auto e = engine::create(std::move(wrapper), opts);
+  auto e = ckpt::io::make_engine(std::move(wrapper));
   REQUIRE(e);
   CHECK(e.value()->backend_name() == "faulty");
   ckpt::test::temp_dir dir(ckpt::test::test_roots().back());
@@ -516,7 +516,7 @@ TEST_CASE("io: O_DIRECT refused falls back to buffered IO; a recording wrapper s
   if (!inner) return;
   auto wrapper = std::make_unique<recording_backend>(std::move(inner).value());
   auto* w = wrapper.get();
-  auto e = engine::create(std::move(wrapper), opts);
+  auto e = ckpt::io::make_engine(std::move(wrapper));
   REQUIRE(e);
   ckpt::test::temp_dir dir(ckpt::test::test_roots().back());
   run(fallback_round_trip(*e.value(), (dir / "data-00001.bin").string()));

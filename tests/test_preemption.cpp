@@ -36,7 +36,7 @@ class slow_backend final : public ckpt::io::backend {
 
 std::shared_ptr<ckpt::runtime> slow_runtime(std::chrono::milliseconds delay) {
   auto b = std::make_unique<slow_backend>(ckpt::io::make_thread_backend({}).value(), delay);
-  auto e = ckpt::io::engine::create(std::move(b)).value();
+  auto e = ckpt::io::make_engine(std::move(b)).value();
   return ckpt::runtime::create(e).value();
 }
 

@@ -76,7 +76,7 @@ faulty_runtime make_runtime(long fail_at, int err, bool persistent = false) {
   auto b = std::make_unique<failing_backend>(std::move(inner), fail_at, err, persistent);
   faulty_runtime fr;
   fr.backend = b.get();
-  auto engine = ckpt::io::engine::create(std::move(b)).value();
+  auto engine = ckpt::io::make_engine(std::move(b)).value();
   ckpt::runtime_options ro;
   ro.cpu_threads = 2;
   ro.staging_budget = 64 << 20;

@@ -92,7 +92,7 @@ template <class Backend>
 std::pair<Backend*, std::shared_ptr<ckpt::runtime>> runtime_over() {
   auto b = std::make_unique<Backend>(ckpt::io::make_thread_backend({}).value());
   Backend* raw = b.get();
-  auto engine = ckpt::io::engine::create(std::move(b)).value();
+  auto engine = ckpt::io::make_engine(std::move(b)).value();
   ckpt::runtime_options ro;
   ro.cpu_threads = 2;
   ro.staging_budget = 64 << 20;
@@ -865,4 +865,27 @@ TEST_CASE("many ranks: 20 save in rows and a 4 x 5 grid, 3 load in columns", "[s
     REQUIRE(got);
     CHECK(ckpt::test::compare(globals, got.value().leaves) == "");
   }
+}
+
+TEST_CASE("a sharded save cancelled on one rank fails on every rank and leaves nothing",
+          "[shard][save]") {
+  ckpt::test::temp_dir dir;
+  const auto globals = make_globals(4);
+  const fs::path path = dir / "job" / "step_1";
+  auto got = run_ranks<result<void>>(2, [&](int r, std::shared_ptr<ckpt::coordinator> c) {
+    auto h = ckpt::start_sharded_save(c, path, ckpt::test::rank_leaves(globals, r, 2), {});
+    if (r == 1) h.cancel();
+    return h.wait_committed();
+  });
+  for (int r = 0; r < 2; ++r) {
+    INFO("rank " << r);
+    REQUIRE_FALSE(got[static_cast<std::size_t>(r)]);
+    CHECK_THAT(got[static_cast<std::size_t>(r)].error().message(), Catch::Contains("cancelled"));
+  }
+  CHECK_FALSE(fs::exists(path));
+  CHECK(dir_names(dir / "job").empty());
+  // The next save of the same name goes through.
+  auto again = save_globals(path, 2, globals);
+  CHECK(again[0]);
+  CHECK(again[1]);
 }

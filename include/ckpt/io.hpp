@@ -65,9 +65,6 @@ class engine {
  public:
   /// Creates an engine; `options.backend == automatic` honours CKPT_IO_BACKEND=uring|threads.
   static result<std::shared_ptr<engine>> create(const engine_options& options = {});
-  /// Creates an engine over a given backend (the seam for fault injection and recording).
-  static result<std::shared_ptr<engine>> create(std::unique_ptr<backend> b,
-                                                const engine_options& options = {});
   ~engine();
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
@@ -100,9 +97,10 @@ class engine {
   /// unlinkat; AT_REMOVEDIR removes an empty directory.
   asio::awaitable<result<void>> unlink(int dirfd, std::string path, int flags = 0);
 
-  struct impl;
-
  private:
+  // An engine over a given backend (src/io/backend.hpp: the seam for fault injection).
+  friend result<std::shared_ptr<engine>> make_engine(std::unique_ptr<backend> b);
+  struct impl;
   explicit engine(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };

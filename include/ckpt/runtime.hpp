@@ -9,11 +9,11 @@
 #include <cstdint>
 #include <memory>
 
-namespace boost::asio {
-class thread_pool;
-}
-
 namespace ckpt {
+
+namespace detail {
+struct access;  // the library's own way in (src/pipeline/runtime_impl.hpp)
+}
 
 struct runtime_options {
   io::engine_options io;
@@ -50,15 +50,13 @@ class runtime {
 
   /// The executor of the pipeline thread.
   boost::asio::any_io_executor executor() const;
-  boost::asio::thread_pool& cpu_pool();
   io::engine& io();
   std::uint64_t staging_budget() const noexcept;
   unsigned cpu_threads() const noexcept;
 
-  struct impl;
-  impl& internals() noexcept { return *impl_; }
-
  private:
+  friend struct detail::access;
+  struct impl;
   explicit runtime(std::unique_ptr<impl> p);
   std::unique_ptr<impl> impl_;
 };

@@ -72,7 +72,6 @@ struct save_stats {
 class save_handle {
  public:
   struct state;
-  explicit save_handle(std::shared_ptr<state> s) : state_(std::move(s)) {}
 
   /// Completes when every byte is captured (or the save failed). Resumes on the awaiting
   /// coroutine's executor.
@@ -93,6 +92,8 @@ class save_handle {
   const std::filesystem::path& path() const noexcept;
 
  private:
+  friend struct detail::access;
+  explicit save_handle(std::shared_ptr<state> s) : state_(std::move(s)) {}
   std::shared_ptr<state> state_;
 };
 

@@ -120,7 +120,6 @@ struct sharded_save_stats {
 class sharded_save_handle {
  public:
   struct state;
-  explicit sharded_save_handle(std::shared_ptr<state> s) : state_(std::move(s)) {}
 
   /// Completes when this rank's slices are captured: from here the caller may change them.
   boost::asio::awaitable<result<void>> staged() const;
@@ -130,10 +129,18 @@ class sharded_save_handle {
   result<void> wait_staged() const;
   result<void> wait_committed() const;
   bool is_done() const noexcept;
+  /// Asks the save to stop, on this rank. Before this rank's own checkpoint committed, it
+  /// fails with `errc::cancelled`, and so (the protocol carries every rank's outcome) the whole
+  /// sharded save fails on every rank and rank 0 removes the temporary directory; once the
+  /// verdict is under way the save completes normally. Collectives still run: every rank
+  /// returns.
+  void cancel() const noexcept;
   sharded_save_stats stats() const;
   const std::filesystem::path& path() const noexcept;
 
  private:
+  friend struct detail::access;
+  explicit sharded_save_handle(std::shared_ptr<state> s) : state_(std::move(s)) {}
   std::shared_ptr<state> state_;
 };
 

@@ -99,6 +99,10 @@ result<std::unique_ptr<backend>> make_uring_backend(const engine_options& option
 /// A pool of `options.threads` workers issuing plain syscalls.
 result<std::unique_ptr<backend>> make_thread_backend(const engine_options& options);
 
+/// An engine over a given backend: the seam for fault injection and recording (tests wrap a
+/// real backend and pass it here).
+result<std::shared_ptr<engine>> make_engine(std::unique_ptr<backend> b);
+
 /// Executes one request synchronously with plain syscalls; returns res as a backend would.
 int run_syscall(const request& r) noexcept;
 

@@ -156,12 +156,11 @@ engine::~engine() {
   if (impl_ && impl_->c) impl_->c->b->shutdown();
 }
 
-result<std::shared_ptr<engine>> engine::create(std::unique_ptr<backend> b,
-                                               const engine_options& /*options*/) {
+result<std::shared_ptr<engine>> make_engine(std::unique_ptr<backend> b) {
   if (!b) return fail(errc::invalid_argument, "io engine: no backend");
   auto c = std::make_shared<core>();
   c->b = std::move(b);
-  auto p = std::make_unique<impl>();
+  auto p = std::make_unique<engine::impl>();
   p->c = std::move(c);
   return std::shared_ptr<engine>(new engine(std::move(p)));
 }
@@ -201,7 +200,7 @@ result<std::shared_ptr<engine>> engine::create(const engine_options& options) {
       break;
     }
   }
-  return create(std::move(b), options);
+  return make_engine(std::move(b));
 }
 
 std::string_view engine::backend_name() const noexcept {

@@ -380,7 +380,7 @@ struct reader : std::enable_shared_from_this<reader> {
 
   asio::awaitable<void> read_one(std::size_t i) {
     auto self = shared_from_this();
-    auto& rti = rt->internals();
+    auto& rti = detail::access::internals(*rt);
     const extent& e = extents[i];
     aligned_buffer buf = rti.buffers.take(e.length);
     if (!failure) {
@@ -421,7 +421,7 @@ struct reader : std::enable_shared_from_this<reader> {
   asio::awaitable<result<void>> run() {
     auto self = shared_from_this();
     auto ex = co_await asio::this_coro::executor;
-    auto& rti = rt->internals();
+    auto& rti = detail::access::internals(*rt);
     left = extents.size();
     if (left == 0) co_return success();
     for (std::size_t i = 0; i < extents.size(); ++i) {

@@ -80,9 +80,6 @@ const std::shared_ptr<runtime>& runtime::global() {
 boost::asio::any_io_executor runtime::executor() const {
   return impl_->ctx.get_executor();
 }
-boost::asio::thread_pool& runtime::cpu_pool() {
-  return impl_->pool;
-}
 io::engine& runtime::io() {
   return *impl_->engine;
 }

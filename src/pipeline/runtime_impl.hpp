@@ -36,6 +36,19 @@ struct runtime::impl {
   detail::buffer_pool buffers;
 };
 
+namespace detail {
+/// The library's way into the public classes' private parts (declared a friend by each).
+struct access {
+  using runtime_impl = runtime::impl;
+  static runtime_impl& internals(runtime& r) noexcept { return *r.impl_; }
+  template <class Handle, class State>
+  static Handle handle(std::shared_ptr<State> s) {
+    return Handle(std::move(s));
+  }
+};
+using runtime_internals = access::runtime_impl;
+}  // namespace detail
+
 /// The runtime to use for options that may name none.
 inline std::shared_ptr<runtime> runtime_or_global(const std::shared_ptr<runtime>& rt) {
   return rt ? rt : runtime::global();

@@ -116,7 +116,7 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
     if (!failure) failure = std::move(e);
   }
   io::engine& io() { return rt->io(); }
-  runtime::impl& rti() { return rt->internals(); }
+  detail::runtime_internals& rti() { return detail::access::internals(*rt); }
 
   asio::awaitable<void> run();
   asio::awaitable<result<void>> prepare();
@@ -639,7 +639,7 @@ save_handle start(std::filesystem::path path, const tree& t, boost::json::object
                                                  "\" has no bytes (a template spec)");
       s->staged_event.set(fail(e));
       s->committed_event.set(fail(e));
-      return save_handle(s);
+      return detail::access::handle<save_handle>(s);
     }
   }
   // Nothing to capture: the caller may go on at once, without a trip to the pipeline thread.
@@ -648,7 +648,7 @@ save_handle start(std::filesystem::path path, const tree& t, boost::json::object
   // first runs: a caller may drop every handle, and its runtime, right after this call.
   auto ex = s->rt->executor();
   asio::co_spawn(ex, run_owned(s), asio::detached);
-  return save_handle(s);
+  return detail::access::handle<save_handle>(s);
 }
 }  // namespace
 
@@ -702,7 +702,7 @@ result<save_stats> save_blocking(std::filesystem::path path, const tree& t,
 
 std::uint64_t reserve_staging(const tree& t, const save_options& options) {
   auto rt = runtime_or_global(options.runtime);
-  auto& pool = rt->internals().buffers;
+  auto& pool = detail::access::internals(*rt).buffers;
   const std::uint64_t slab = save_slab_bytes(options.chunk_bytes);
   // As many buffers as a save of `t` has write units (all in flight at once at most).
   std::uint64_t n =

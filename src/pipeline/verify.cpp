@@ -4,9 +4,9 @@
 // chunks are checksummed and decoded into per-thread scratch memory on the CPU pool. Every
 // problem is recorded; nothing stops at the first one.
 #include "checkpoint/files.hpp"
-#include "io/async.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
+#include "io/async.hpp"
 #include "pipeline/runtime_impl.hpp"
 
 #include <ckpt/shard.hpp>
@@ -414,7 +414,7 @@ struct verifier : std::enable_shared_from_this<verifier> {
 
   asio::awaitable<void> read_one(std::size_t i) {
     auto self = shared_from_this();
-    auto& rti = rt->internals();
+    auto& rti = detail::access::internals(*rt);
     const extent& e = extents[i];
     aligned_buffer buf = rti.buffers.take(e.length);
     auto n = co_await io().read(files[e.file], buf.span(), e.start);

@@ -38,9 +38,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -258,6 +260,9 @@ struct sharded_save_handle::state : std::enable_shared_from_this<sharded_save_ha
   detail::result_event committed_event;
   mutable std::mutex stats_mutex;
   sharded_save_stats stats;
+  // cancel(): the flag, and this rank's own save while it runs (under stats_mutex).
+  std::atomic<bool> cancel_requested{false};
+  std::optional<save_handle> local_save;
 
   double since_start() const {
     return std::chrono::duration<double>(clock_type::now() - start).count();
@@ -529,12 +534,19 @@ result<void> sharded_save_handle::state::protocol() {
     lo.overwrite = false;
     boost::json::object local_meta{
         {"ckpt_sharded", boost::json::object{{"rank", rank}, {"ranks", n}, {"name", name}}}};
+    if (local_result && cancel_requested) local_result = fail(errc::cancelled, "cancelled");
     if (local_result) {
       auto h = start_save(local, t, std::move(local_meta), std::move(lo));
+      {
+        std::lock_guard l(stats_mutex);
+        local_save = h;
+      }
+      if (cancel_requested) h.cancel();
       auto st = h.wait_staged();
       staged_event.set(st);
       local_result = h.wait_committed();
       std::lock_guard l(stats_mutex);
+      local_save.reset();
       stats.local = h.stats();
       stats.local_s = since_start();
     } else {
@@ -627,13 +639,13 @@ sharded_save_handle start_sharded_save(std::shared_ptr<coordinator> coord, fs::p
     auto e = error(errc::invalid_argument, "save " + s->path.string() + ": no coordinator");
     s->staged_event.set(fail(e));
     s->committed_event.set(fail(e));
-    return sharded_save_handle(s);
+    return detail::access::handle<sharded_save_handle>(s);
   }
   s->ticket = s->coord->turns().take();
   // The thread owns the state; it ends when the protocol does (wait for committed before the
   // coordinator goes away).
   std::thread([s] { s->run(); }).detach();
-  return sharded_save_handle(s);
+  return detail::access::handle<sharded_save_handle>(s);
 }
 
 asio::awaitable<result<void>> sharded_save_handle::staged() const {
@@ -650,6 +662,11 @@ result<void> sharded_save_handle::wait_committed() const {
 }
 bool sharded_save_handle::is_done() const noexcept {
   return state_->committed_event.is_set();
+}
+void sharded_save_handle::cancel() const noexcept {
+  state_->cancel_requested = true;
+  std::lock_guard l(state_->stats_mutex);
+  if (state_->local_save) state_->local_save->cancel();
 }
 sharded_save_stats sharded_save_handle::stats() const {
   std::lock_guard l(state_->stats_mutex);

@@ -6,8 +6,10 @@ execute_process(COMMAND ${CMAKE_COMMAND} --install ${CKPT_BINARY_DIR} --prefix $
 if(rc)
   message(FATAL_ERROR "cmake --install failed: ${rc}")
 endif()
+# CONSUMER_ARGS: extra configure arguments (the Asio mode, MPI hidden from find_package...).
+separate_arguments(extra UNIX_COMMAND "${CONSUMER_ARGS}")
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${CONSUMER_SOURCE_DIR} -B ${WORK_DIR}/build -G ${GENERATOR}
-                        -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_FLAGS=${CXX_FLAGS}
+                        -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_CXX_FLAGS=${CXX_FLAGS} ${extra}
                 RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "configuring the consumer failed: ${rc}")
