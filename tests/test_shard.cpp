@@ -256,7 +256,7 @@ TEST_CASE("save with 4 ranks, load with 1, 2, 3 and 4 in other slicings, bit-exa
     REQUIRE(got);
     CHECK(ckpt::test::compare(globals, got.value().leaves) == "");
   }
-  auto rep = ckpt::verify_sharded_blocking(path).value();
+  auto rep = ckpt::verify_checkpoint_blocking(path).value();
   INFO((rep.problems.empty() ? std::string()
                              : rep.problems[0].file + ": " + rep.problems[0].message));
   CHECK(rep.ok());
@@ -501,7 +501,7 @@ TEST_CASE("sharded loads check the request and find damage", "[shard][load][corr
       f.seekp(100);
       f.write(&c, 1);
     }
-    auto rep = ckpt::verify_sharded_blocking(path).value();
+    auto rep = ckpt::verify_checkpoint_blocking(path).value();
     CHECK_FALSE(rep.ok());
     REQUIRE(rep.problems.size() >= 1);
     CHECK(rep.problems[0].file == "rank-00000/data-00000.bin");
@@ -526,7 +526,7 @@ TEST_CASE("sharded loads check the request and find damage", "[shard][load][corr
     REQUIRE_FALSE(r);
     CHECK(r.error() == ckpt::errc::corrupt);
     CHECK_THAT(r.error().message(), Catch::Contains("another save"));
-    auto rep = ckpt::verify_sharded_blocking(path).value();
+    auto rep = ckpt::verify_checkpoint_blocking(path).value();
     CHECK_FALSE(rep.ok());
     bool found = false;
     for (const auto& p : rep.problems)

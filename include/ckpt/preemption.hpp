@@ -32,7 +32,6 @@
 #include <chrono>
 #include <csignal>
 #include <initializer_list>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -70,10 +69,7 @@ class preemption_guard {
   /// runtime's threads.
   static result<void> finish_or_abandon(const save_handle& save,
                                         std::chrono::steady_clock::duration deadline) {
-    const auto until = std::chrono::steady_clock::now() + deadline;
-    while (!save.is_done() && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    if (!save.is_done()) save.cancel();
+    if (!save.wait_done_for(deadline)) save.cancel();
     return save.wait_committed();
   }
 

@@ -16,6 +16,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/json/object.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -81,6 +82,8 @@ class save_handle {
   /// Blocking forms, for callers that do not run Asio. Do not call from the runtime's threads.
   result<void> wait_staged() const;
   result<void> wait_committed() const;
+  /// Blocks until the save is done (committed or failed) or `timeout` passed; true when done.
+  bool wait_done_for(std::chrono::steady_clock::duration timeout) const;
   bool is_staged() const noexcept;
   bool is_done() const noexcept;
   /// Asks the save to stop. Before the final rename it aborts with `errc::cancelled` and

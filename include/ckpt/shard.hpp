@@ -229,11 +229,9 @@ result<sharded_info> read_sharded_info(const std::filesystem::path& path);
 /// check). Reads only the top-level small files; `is_committed` (load.hpp) is also true for
 /// these.
 result<bool> is_sharded_checkpoint(const std::filesystem::path& path);
-/// verify_checkpoint for a sharded checkpoint: the top-level files, every rank's checkpoint
-/// in full (problems name "rank-NNNNN/<file>"), each rank's COMMIT against the sharded index,
-/// and every slice present in its rank's index with the expected dtype and shape.
-/// `verify_checkpoint` on a sharded checkpoint does the same.
-result<verify_report> verify_sharded_blocking(const std::filesystem::path& path,
-                                              verify_options options = {});
+// Verifying: `verify_checkpoint` (verify.hpp) on a sharded checkpoint checks the top-level
+// files, every rank's checkpoint in full (problems name "rank-NNNNN/<file>"), each rank's
+// COMMIT against the sharded index, and every slice present in its rank's index with the
+// expected dtype and shape.
 
 }  // namespace ckpt

@@ -15,6 +15,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -59,6 +60,11 @@ class result_event {
     std::unique_lock l(m_);
     cv_.wait(l, [&] { return value_.has_value(); });
     return *value_;
+  }
+  /// Blocks the calling thread until set or `timeout` passed; true when set.
+  bool wait_for(std::chrono::steady_clock::duration timeout) const {
+    std::unique_lock l(m_);
+    return cv_.wait_for(l, timeout, [&] { return value_.has_value(); });
   }
   template <class Token>
   auto async_wait(Token&& token) {

@@ -121,11 +121,11 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   asio::awaitable<void> run();
   asio::awaitable<result<void>> prepare();
   asio::awaitable<void> prepare_then_signal();
-  asio::awaitable<result<void>> capture_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
+  asio::awaitable<void> capture_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<void> capture_and_write();
   asio::awaitable<void> grow_file(std::size_t f, std::uint64_t end);
   asio::awaitable<void> process_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
-  asio::awaitable<result<void>> encode_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
+  asio::awaitable<void> encode_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<result<void>> commit();
   asio::awaitable<void> cleanup();
   void plan();
@@ -267,8 +267,8 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
   co_return success();
 }
 
-asio::awaitable<result<void>> save_handle::state::encode_unit(std::size_t u,
-                                                              std::shared_ptr<aligned_buffer> buf) {
+asio::awaitable<void> save_handle::state::encode_unit(std::size_t u,
+                                                      std::shared_ptr<aligned_buffer> buf) {
   auto t0 = clock_type::now();
   unit& un = units[u];
   const format::codec_policy policy{options.compress, options.shuffle, options.min_ratio};
@@ -292,7 +292,7 @@ asio::awaitable<result<void>> save_handle::state::encode_unit(std::size_t u,
       un.direct = src;
       encode_ns += static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
-      co_return success();
+      co_return;
     }
   }
   std::byte* base = buf->data();
@@ -346,11 +346,10 @@ asio::awaitable<result<void>> save_handle::state::encode_unit(std::size_t u,
   buf->resize(padded);
   encode_ns += static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
-  co_return success();
 }
 
-asio::awaitable<result<void>> save_handle::state::capture_unit(
-    std::size_t u, std::shared_ptr<aligned_buffer> buf) {
+asio::awaitable<void> save_handle::state::capture_unit(std::size_t u,
+                                                       std::shared_ptr<aligned_buffer> buf) {
   auto t0 = clock_type::now();
   std::uint64_t cursor = 0;
   for (const piece& pc : units[u].pieces) {
@@ -360,7 +359,7 @@ asio::awaitable<result<void>> save_handle::state::capture_unit(
   }
   capture_ns += static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
-  co_return success();
+  co_return;  // (a coroutine: co_spawned onto the CPU pool)
 }
 
 asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
@@ -372,13 +371,11 @@ asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
   // 1. Capture (borrowed/owned bytes): a plain copy into the staging buffer, in unit order on
   //    the CPU pool (all at once, or capped by capture_slots; see staged_first).
   if (un.needs_capture) {
-    std::optional<result<void>> cap;
     // (Without a cap every capture is queued on the pool at once: no hop back here between
     // units, which is what keeps `staged` at about a memcpy.)
     if (capture_slots) co_await capture_slots->acquire(1);
     if (!failure) {
-      co_await asio::co_spawn(rti_.pool, detail::store_into(&cap, capture_unit(u, buf)),
-                              asio::use_awaitable);
+      co_await asio::co_spawn(rti_.pool, capture_unit(u, buf), asio::use_awaitable);
     }
     if (capture_slots) capture_slots->release(1);
     if (--capture_left == 0) {
@@ -393,13 +390,8 @@ asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
   //    temporary directory and data files exist.
   co_await prepared.wait_async();
   co_await encode_slots->acquire(1);
-  std::optional<result<void>> enc;
-  if (!failure) {
-    co_await asio::co_spawn(rti_.background, detail::store_into(&enc, encode_unit(u, buf)),
-                            asio::use_awaitable);
-  }
+  if (!failure) co_await asio::co_spawn(rti_.background, encode_unit(u, buf), asio::use_awaitable);
   encode_slots->release(1);
-  if (enc && !*enc) fail_with(enc->error());
   if (!failure) {
     // Least-filled file next: the files grow evenly and are written in parallel.
     std::size_t f = static_cast<std::size_t>(std::min_element(file_ends.begin(), file_ends.end()) -
@@ -671,6 +663,9 @@ result<void> save_handle::wait_committed() const {
 }
 bool save_handle::is_staged() const noexcept {
   return state_->staged_event.is_set();
+}
+bool save_handle::wait_done_for(std::chrono::steady_clock::duration timeout) const {
+  return state_->committed_event.wait_for(timeout);
 }
 bool save_handle::is_done() const noexcept {
   return state_->committed_event.is_set();

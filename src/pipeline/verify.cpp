@@ -631,11 +631,6 @@ asio::awaitable<result<verify_report>> verify_sharded_impl(std::shared_ptr<runti
 
 }  // namespace
 
-result<verify_report> verify_sharded_blocking(const std::filesystem::path& path,
-                                              verify_options options) {
-  return verify_checkpoint_blocking(path, std::move(options));
-}
-
 asio::awaitable<result<verify_report>> verify_checkpoint(std::filesystem::path path,
                                                          verify_options options) {
   auto rt = runtime_or_global(options.runtime);
