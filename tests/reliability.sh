@@ -48,6 +48,7 @@ figure corruption '^corruption: damage'
 run crash env CKPT_CRASH_ROUNDS="${CRASH_ROUNDS:-10}" CKPT_CRASH_SAMPLES="${CRASH_SAMPLES:-128}" \
   "$tests" 'every crash state*'
 figure crash '^crash states:'
+figure crash '^crash states checked by kind'
 run plant "$tests" '[plant]'
 figure plant '^planted bugs caught:'
 

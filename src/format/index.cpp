@@ -597,7 +597,7 @@ bool index_parser::read_version(version_t& ver) {
     for (;;) {
       CKPT_READ(r_.next_element(vfirst, vmore), "version", {});
       if (!vmore) break;
-      std::uint64_t u;
+      std::uint64_t u = 0;
       CKPT_READ(r_.u64(u), "version", "an array of two non-negative integers");
       if (n == 0) ver.major = u;
       if (n == 1) ver.minor = u;
