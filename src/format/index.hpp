@@ -1,6 +1,6 @@
 // The checkpoint index and commit marker: in-memory model, writer (index_writer.cpp,
-// commit_marker.cpp) and validating parsers over simdjson (index_parser.cpp, On Demand, with the
-// cross checks of index_checks.cpp; commit_marker.cpp, DOM). Internal header; the contract is
+// commit_marker.cpp) and validating parsers over simdjson On Demand (index_parser.cpp with the
+// cross checks of index_checks.cpp; commit_marker.cpp). Internal header; the contract is
 // docs/FORMAT.md.
 #pragma once
 
