@@ -1,5 +1,7 @@
-// The checkpoint index and commit marker: in-memory model, writer and validating parser.
-// Internal header; the contract is docs/FORMAT.md.
+// The checkpoint index and commit marker: in-memory model, writer (index_writer.cpp,
+// commit_marker.cpp) and validating parsers over simdjson On Demand (index_parser.cpp with the
+// cross checks of index_checks.cpp; commit_marker.cpp). Internal header; the contract is
+// docs/FORMAT.md.
 #pragma once
 
 #include "format/codec.hpp"
@@ -94,9 +96,6 @@ struct parse_limits {
   std::uint32_t max_rank = 32;
   std::uint32_t max_key_bytes = 4096;
   std::uint64_t max_file_bytes = 1ull << 46;  ///< 64 TiB
-  /// Read an index of 1 MiB or more with two threads (the second from the middle of "leaves";
-  /// results and errors are those of one thread).
-  bool parallel = true;
 };
 
 /// Serialises an index (compact JSON, deterministic). Dict keys and file names are written as
