@@ -5,7 +5,8 @@
 # resumed run must end with the same hash.
 #
 #   tests/kill_resume.sh path/to/ckpt-train [extra ckpt-train flags...]
-#   env: STEPS (300), EVERY (10), KILLS (3), KEEP (2), WORK (a temporary directory)
+#   env: STEPS (300), EVERY (10), KILLS (3), KEEP (2), WORK (a temporary directory),
+#        JOB_DIR (the job's directory under --dir, for the LATEST report: examples/train/mlp)
 set -euo pipefail
 
 bin=$1
@@ -58,7 +59,7 @@ for k in $(seq 1 "$kills"); do
     echo "FAIL: run $k finished before it was killed (delay ${delay} ms)"; fails=$((fails + 1))
     continue
   fi
-  latest=$(cat "$dir/examples/train/mlp/LATEST" 2>/dev/null || echo none)
+  latest=$(cat "$dir/${JOB_DIR:-examples/train/mlp}/LATEST" 2>/dev/null || echo none)
   # Resume.
   log2="$work/B$k.run2.log"
   "$bin" --dir "$dir" "${args[@]}" >"$log2" 2>&1 || true
