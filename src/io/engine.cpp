@@ -43,9 +43,11 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <type_traits>
 
 namespace ckpt::io {
@@ -82,6 +84,9 @@ std::string_view to_string(op_kind k) noexcept {
 
 namespace {
 
+// Completions being posted right now, by any engine (see wait_for_completions_posted()).
+std::atomic<long> posting{0};
+
 /// The op that resumes a coroutine: completion posts the handler to its own executor.
 template <class Handler>
 class await_op final : public op {
@@ -98,8 +103,12 @@ class await_op final : public op {
     auto ex = work.get_executor();
     // The guard travels with the handler: released here, on the ring's thread, it could race
     // with the handler letting go of the last reference to the context it guards.
+    // The post may still be inside the context's wake-up call when the handler has already run
+    // and let go of that context: `posting` lets its owner wait for the call to return.
+    posting.fetch_add(1, std::memory_order_relaxed);
     asio::post(ex,
                [h = std::move(handler), w = std::move(work), res]() mutable { std::move(h)(res); });
+    posting.fetch_sub(1, std::memory_order_release);
   }
 
  private:
@@ -138,6 +147,11 @@ std::string at_offset(std::string_view what, const file& f, std::uint64_t offset
 }
 
 }  // namespace
+
+void wait_for_completions_posted() noexcept {
+  while (posting.load(std::memory_order_acquire) != 0)
+    std::this_thread::yield();
+}
 
 struct core {
   std::unique_ptr<backend> b;

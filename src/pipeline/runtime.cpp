@@ -1,5 +1,7 @@
 #include "pipeline/runtime_impl.hpp"
 
+#include "io/backend.hpp"
+
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@ runtime::~runtime() {
     if (p.thread.joinable()) p.thread.join();
     p.pool.join();
     p.background.join();
+    io::wait_for_completions_posted();  // before ctx is destroyed
   };
   if (own_thread) {
     std::thread([p = std::move(impl_), join]() mutable {
