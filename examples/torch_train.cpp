@@ -336,6 +336,7 @@ int main(int argc, char** argv) {
     if (e) std::rethrow_exception(e);
   });
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   if (!outcome) return fail_with("train", ckpt::error(ckpt::errc::aborted, "run() did not finish"));
   if (!*outcome) return fail_with("train", outcome->error());
   std::printf("params-xxh3 %016llx\n", static_cast<unsigned long long>(job->params_hash()));

@@ -7,6 +7,8 @@
 // The function receives the arguments after the subcommand name (argv[0] is the name).
 #pragma once
 
+#include <ckpt/io.hpp>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -53,6 +55,7 @@ T run(boost::asio::awaitable<T> a) {
   };
   boost::asio::co_spawn(ctx, store(std::move(a), out), [&](std::exception_ptr e) { error = e; });
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   if (error) std::rethrow_exception(error);
   return std::move(*out);
 }

@@ -46,6 +46,7 @@ double run_io_phase(io::engine& e, io_phase& p, std::vector<aligned_buffer>& buf
     asio::co_spawn(ctx, worker(e, p, b), asio::detached);
   auto t0 = std::chrono::steady_clock::now();
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 

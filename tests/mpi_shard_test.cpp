@@ -106,7 +106,7 @@ int fail_mode(ckpt::coordinator& c, std::shared_ptr<ckpt::coordinator> cp, const
   ckpt::sharded_save_options so;
   if (rank == 2) {
     auto engine = ckpt::io::make_engine(std::make_unique<ckpt::test::failing_writes>(
-                                               ckpt::io::make_thread_backend({}).value(), 0))
+                                            ckpt::io::make_thread_backend({}).value(), 0))
                       .value();
     so.local.runtime = ckpt::runtime::create(engine).value();
   }

@@ -2,6 +2,8 @@
 // returns its value (exceptions propagate).
 #pragma once
 
+#include <ckpt/io.hpp>
+
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -28,12 +30,14 @@ T run(boost::asio::awaitable<T> a) {
   if constexpr (std::is_void_v<T>) {
     boost::asio::co_spawn(ctx, std::move(a), [&](std::exception_ptr e) { error = e; });
     ctx.run();
+    ckpt::io::wait_for_completions_posted();  // before ctx goes (see ckpt/io.hpp)
     if (error) std::rethrow_exception(error);
   } else {
     std::optional<T> out;
     boost::asio::co_spawn(ctx, detail::store(std::move(a), out),
                           [&](std::exception_ptr e) { error = e; });
     ctx.run();
+    ckpt::io::wait_for_completions_posted();
     if (error) std::rethrow_exception(error);
     return std::move(*out);
   }

@@ -424,6 +424,7 @@ TEST_CASE("io: thousands of concurrent small ops with queue depth 16", "[io]") {
     for (int i = 0; i < n; ++i)
       asio::co_spawn(ctx, small_write(*e, f.value(), i, writes), asio::detached);
     ctx.run();
+    ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   }
   CHECK(writes.ok == n);
   {
@@ -431,6 +432,7 @@ TEST_CASE("io: thousands of concurrent small ops with queue depth 16", "[io]") {
     for (int i = 0; i < n; ++i)
       asio::co_spawn(ctx, small_read(*e, f.value(), i, reads), asio::detached);
     ctx.run();
+    ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   }
   CHECK(reads.ok == n);
   REQUIRE(run(e->close(f.value())));
@@ -454,6 +456,7 @@ TEST_CASE("io: destroying the engine with ops in flight", "[io]") {
   e.reset();
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   CHECK(s.ok + s.cancelled == n);
   CHECK(s.other == 0);
   // Usually some parked ops were cancelled, but a fast backend (or a slow sanitizer build) may
@@ -556,6 +559,7 @@ TEST_CASE("io: shutdown cancels an op that would block in the kernel forever", "
   e.reset();
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   CHECK(s.cancelled == 1);
   ::close(fds[0]);
   ::close(fds[1]);

@@ -46,5 +46,6 @@ TEST_CASE("the README example works as written", "[readme]") {
       ctx, [&]() -> boost::asio::awaitable<void> { ok = co_await readme_example(dir.path()); },
       boost::asio::detached);
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   CHECK(ok);
 }

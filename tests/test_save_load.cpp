@@ -426,6 +426,7 @@ TEST_CASE("an async save is awaitable from a coroutine", "[save][async]") {
       },
       boost::asio::detached);
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   REQUIRE(out);
   CHECK(*out);
 }

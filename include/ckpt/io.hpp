@@ -27,6 +27,14 @@ namespace ckpt::io {
 
 namespace asio = boost::asio;
 
+/// Returns once no completion of any engine is still in the middle of being posted to the
+/// executor of the coroutine that awaits it. An execution context on which ckpt operations were
+/// awaited must not be destroyed while such a post may still be inside it (the awaiting
+/// coroutine can run, finish and let its owner destroy the context before the posting thread
+/// has returned from the context's wake-up call): call this after the context's last run()
+/// returned and before destroying it. ckpt's runtimes and the job layer's blocking forms do.
+void wait_for_completions_posted() noexcept;
+
 /// Which implementation runs the operations.
 enum class backend_kind : std::uint8_t {
   automatic,  ///< io_uring when it can be set up, else threads; `CKPT_IO_BACKEND` overrides

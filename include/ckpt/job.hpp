@@ -169,6 +169,7 @@ T run_on_private_context(boost::asio::awaitable<T> op) {
   boost::asio::co_spawn(ctx, store_result(&out, std::move(op)),
                         [&](std::exception_ptr e) { ex = e; });
   ctx.run();
+  io::wait_for_completions_posted();  // before ctx goes (see io.hpp)
   if (ex) std::rethrow_exception(ex);
   return std::move(*out);
 }

@@ -103,12 +103,6 @@ result<std::unique_ptr<backend>> make_thread_backend(const engine_options& optio
 /// real backend and pass it here).
 result<std::shared_ptr<engine>> make_engine(std::unique_ptr<backend> b);
 
-/// Returns once no completion of any engine is in the middle of being posted to its awaiting
-/// executor. An execution context that completions are posted to (a runtime's) calls it after
-/// its threads are joined and before it is destroyed: a post can still be inside the context's
-/// wake-up call when the handler it queued has already run (TSan found it).
-void wait_for_completions_posted() noexcept;
-
 /// Executes one request synchronously with plain syscalls; returns res as a backend would.
 int run_syscall(const request& r) noexcept;
 

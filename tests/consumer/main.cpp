@@ -54,5 +54,6 @@ int main(int argc, char** argv) {
   bool ok = false;
   asio::co_spawn(ctx, save_and_load(argv[1]), [&](std::exception_ptr e, bool r) { ok = !e && r; });
   ctx.run();
+  ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
   return ok ? 0 : 1;
 }
