@@ -8,8 +8,8 @@
 #        MPI_KILLS (20: random SIGKILLs of one of 4 MPI ranks mid-save, besides the 8 named
 #        points; skipped without ckpt-mpi-shard-test and mpirun),
 #        FUZZ_SECONDS (0: skip; needs the `fuzz` preset's build in build/fuzz)
-# Runtime on 2 cores: about 4.5 minutes (corruption 95 s, SIGKILL 85 s, crash states 30 s, the
-# rest under a minute).
+# Runtime on 2 cores: about 9 minutes in .ci/run on 2026-12-01 (corruption 342 s, up from 95 s
+# before the simdjson index parser: not yet profiled; SIGKILL ~85 s, crash states ~60 s).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
