@@ -214,7 +214,7 @@ TEST_CASE("single subtree and metadata-only loads", "[load]") {
   auto full = ckpt::load_blocking(dir / "c");
   REQUIRE_FALSE(full);
   CHECK(full.error() == ckpt::errc::corrupt);
-  CHECK(full.error().message().find("data-00000.bin is missing") != std::string::npos);
+  CHECK(full.error().message().find("data-00000.bin: missing") != std::string::npos);
 }
 
 TEST_CASE("existing checkpoints are replaced only on request", "[save]") {

@@ -223,12 +223,15 @@ struct sharded_info {
 };
 
 /// The sharded index, metadata and job of `path` (checked against its commit marker), without
-/// opening any rank's checkpoint.
-result<sharded_info> read_sharded_info(const std::filesystem::path& path);
+/// opening any rank's checkpoint. Reads through `rt`'s engine (null: runtime::global()); call
+/// it from a thread that is not one of the runtime's.
+result<sharded_info> read_sharded_info(const std::filesystem::path& path,
+                                       std::shared_ptr<runtime> rt = nullptr);
 /// True when `path` holds a committed sharded checkpoint (its COMMIT and the files it records
 /// check). Reads only the top-level small files; `is_committed` (load.hpp) is also true for
-/// these.
-result<bool> is_sharded_checkpoint(const std::filesystem::path& path);
+/// these. The runtime as for read_sharded_info.
+result<bool> is_sharded_checkpoint(const std::filesystem::path& path,
+                                   std::shared_ptr<runtime> rt = nullptr);
 // Verifying: `verify_checkpoint` (verify.hpp) on a sharded checkpoint checks the top-level
 // files, every rank's checkpoint in full (problems name "rank-NNNNN/<file>"), each rank's
 // COMMIT against the sharded index, and every slice present in its rank's index with the

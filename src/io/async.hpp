@@ -1,5 +1,6 @@
 // Small async primitives for the pipelines: a one-shot result event that can be awaited from
-// any executor or waited on by a blocking thread, a FIFO counting budget, and when_all.
+// any executor or waited on by a blocking thread, a FIFO counting budget, the bounded fan-out
+// (task_group) and when_all over it.
 #pragma once
 
 #include <ckpt/error.hpp>
@@ -19,6 +20,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -187,31 +189,97 @@ asio::awaitable<T> run_on(asio::any_io_executor ex, asio::awaitable<T> op) {
   co_return std::move(*out);
 }
 
-/// Runs the awaitables concurrently on `ex` and returns the first error (after all finished).
+/// The one fan-out of the pipelines: tasks started on one executor and joined by wait(). The
+/// group keeps the first error, admits no task after a failure or cancel(), and bounds work in
+/// flight through an optional budget that a task holds from before it starts until it ends.
+/// A task must own what it uses (values, shared_ptr): the group outlives none of its tasks'
+/// frames but its own shared state, which the tasks keep alive.
+class task_group {
+ public:
+  explicit task_group(asio::any_io_executor ex) : s_(std::make_shared<state>(std::move(ex))) {}
+  task_group(const task_group&) = delete;
+  task_group& operator=(const task_group&) = delete;
+
+  /// Awaits `cost` of `budget` (when given), then starts `op`. False, with `op` dropped and
+  /// nothing held, when the group has failed or was cancelled.
+  asio::awaitable<bool> spawn(asio::awaitable<result<void>> op, async_budget* budget = nullptr,
+                              std::uint64_t cost = 0) {
+    if (stopped()) co_return false;
+    if (budget) co_await budget->acquire(cost);
+    if (stopped()) {
+      if (budget) budget->release(cost);
+      co_return false;
+    }
+    {
+      std::lock_guard l(s_->m);
+      ++s_->running;
+    }
+    asio::co_spawn(s_->ex, run_task(s_, std::move(op), budget, cost),
+                   [s = s_, budget, cost](std::exception_ptr e) {
+                     if (!e) return;
+                     if (budget) budget->release(cost);
+                     s->finish(fail(errc::aborted, "internal exception in a pipeline step"));
+                   });
+    co_return true;
+  }
+  /// Records `e` as the group's error (unless one is already kept): no task is admitted after.
+  void cancel(error e) { s_->record(fail(std::move(e))); }
+  /// A task failed or the group was cancelled.
+  bool stopped() const {
+    std::lock_guard l(s_->m);
+    return s_->first.has_value();
+  }
+  /// Waits until every started task ended (call once, after the last spawn); the first error.
+  asio::awaitable<result<void>> wait() {
+    {
+      std::lock_guard l(s_->m);
+      s_->waiting = true;
+      if (s_->running == 0) s_->done.set(success());
+    }
+    co_await s_->done.wait_async();
+    std::lock_guard l(s_->m);
+    if (s_->first) co_return fail(*s_->first);
+    co_return success();
+  }
+
+ private:
+  struct state {
+    explicit state(asio::any_io_executor e) : ex(std::move(e)) {}
+    asio::any_io_executor ex;
+    mutable std::mutex m;
+    std::size_t running = 0;
+    bool waiting = false;
+    std::optional<error> first;
+    result_event done;
+    void record(const result<void>& r) {
+      std::lock_guard l(m);
+      if (!r && !first) first = r.error();
+    }
+    void finish(const result<void>& r) {
+      std::lock_guard l(m);
+      if (!r && !first) first = r.error();
+      if (--running == 0 && waiting) done.set(success());
+    }
+  };
+  static asio::awaitable<void> run_task(std::shared_ptr<state> s, asio::awaitable<result<void>> op,
+                                        async_budget* budget, std::uint64_t cost) {
+    result<void> r = co_await std::move(op);
+    if (budget) budget->release(cost);
+    s->finish(r);
+  }
+  std::shared_ptr<state> s_;
+};
+
+/// Runs the awaitables concurrently on `ex` and returns the first error, once every one started
+/// has finished (after a failure the ones not yet started are dropped).
 inline asio::awaitable<result<void>> when_all(asio::any_io_executor ex,
                                               std::vector<asio::awaitable<result<void>>> ops) {
-  if (ops.empty()) co_return success();
-  struct shared {
-    std::mutex m;
-    std::size_t left = 0;
-    std::vector<std::optional<result<void>>> results;
-    result_event done;
-  };
-  auto s = std::make_shared<shared>();
-  s->left = ops.size();
-  s->results.resize(ops.size());
-  for (std::size_t i = 0; i < ops.size(); ++i) {
-    asio::co_spawn(ex, store_into(&s->results[i], std::move(ops[i])), [s](std::exception_ptr) {
-      std::lock_guard l(s->m);
-      if (--s->left == 0) s->done.set(success());
-    });
+  task_group g(std::move(ex));
+  for (auto& op : ops) {
+    const bool started = co_await g.spawn(std::move(op));
+    if (!started) break;
   }
-  co_await s->done.wait_async();
-  for (auto& r : s->results) {
-    if (!r) co_return fail(errc::aborted, "internal exception in a pipeline step");
-    if (!*r) co_return std::move(*r);
-  }
-  co_return success();
+  co_return co_await g.wait();
 }
 
 /// Runs `op` on `ex` from a thread that is not one of `ex`'s and blocks for its result.

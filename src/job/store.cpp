@@ -197,9 +197,9 @@ result<void> write_latest(const fs::path& job_dir, const fs::path& suffix,
 result<std::optional<std::string>> read_latest(const fs::path& job_dir,
                                                const std::shared_ptr<runtime>& rt) {
   const fs::path file = job_dir / std::string(latest_file_name);
-  auto text = checkpoint::read_small_file(file, 4096);
+  auto text = checkpoint::read_small_file_blocking(file, 4096, rt);
   if (!text) {
-    if (text.error() == std::errc::no_such_file_or_directory) {
+    if (text.error() == errc::not_found) {
       return std::optional<std::string>();
     }
     return fail(std::move(text).error());

@@ -6,14 +6,14 @@
 #include "format/index.hpp"
 #include "format/sharded.hpp"
 #include "io/async.hpp"
+#include "pipeline/extents.hpp"
 #include "pipeline/load_ranges.hpp"
+#include "pipeline/match.hpp"
 #include "pipeline/runtime_impl.hpp"
 
 #include <ckpt/load.hpp>
 
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/json/parse.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -39,161 +39,53 @@ result<ckpt::array> allocate_leaf(const format::leaf_entry& le) {
   }
 }
 
-constexpr std::size_t io_align = 4096;
-constexpr std::uint64_t max_small_file = 1ull << 30;  // metadata.json / job.json cap
-constexpr std::uint64_t max_extent = 8ull << 20;      // bytes read by one request
-constexpr std::uint64_t max_gap = 256ull << 10;       // unneeded bytes read to merge requests
+using checkpoint::checkpoint_files;
+using files_ptr = std::shared_ptr<checkpoint_files>;
 
-struct open_checkpoint {
-  std::string where;  // the checkpoint path, for messages
-  io::file dir;       // the checkpoint directory
-  format::commit_marker commit;
-  std::uint64_t commit_bytes = 0;  // the COMMIT file's size and checksum
-  std::uint64_t commit_xxh3 = 0;
-};
-
-// Reads a whole small file (<= cap bytes) relative to dir_fd into a string with parse padding.
-asio::awaitable<result<std::string>> read_small(io::engine& io, const open_checkpoint& ck,
-                                                std::string_view name, std::uint64_t expect_size,
-                                                bool check_size, std::uint64_t cap) {
-  const std::string label = ck.where + "/" + std::string(name);
-  auto f = co_await io.open(ck.dir.fd, std::string(name), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (!f) {
-    if (f.error() == std::errc::no_such_file_or_directory) {
-      co_return fail(errc::corrupt, label + " is missing");
-    }
-    co_return fail(std::move(f).error().with_context("open " + label));
+// The small files through the one reader (checkpoint/files.hpp), stopping at the first problem,
+// which becomes the error. A sharded checkpoint is refused with a pointer to the sharded loader
+// unless `allow_sharded`. `keep_dir`: the directory stays open for the caller to close.
+asio::awaitable<result<files_ptr>> open_checkpoint(io::engine& io, const std::filesystem::path& p,
+                                                   bool with_index, bool allow_sharded,
+                                                   bool keep_dir) {
+  checkpoint::read_options ro;
+  ro.index = with_index;
+  ro.stop_at_first = true;
+  ro.keep_dir = keep_dir;
+  CKPT_CO_TRY(checkpoint_files read, co_await checkpoint::read_files(io, p, ro));
+  auto cf = std::make_shared<checkpoint_files>(std::move(read));
+  std::optional<error> e;
+  if (cf->sharded_commit && !allow_sharded) {
+    e = error(errc::invalid_argument,
+              cf->where + " is a sharded checkpoint (" + std::to_string(cf->sharded_commit->ranks) +
+                  " ranks): load it with load_sharded or load_sharded_full (ckpt/shard.hpp)");
+  } else if (!cf->committed()) {
+    e = cf->first_problem();
   }
-  auto st = co_await io.statx(f.value().fd, "", AT_EMPTY_PATH);
-  std::string out;
-  result<void> r = success();
-  if (!st) {
-    r = fail(std::move(st).error().with_context("stat " + label));
-  } else {
-    std::uint64_t size = st.value().stx_size;
-    if (size > cap) {
-      r = fail(errc::limit_exceeded, label + " is " + std::to_string(size) +
-                                         " bytes, more than the cap of " + std::to_string(cap));
-    } else if (check_size && size != expect_size) {
-      r = fail(errc::corrupt, label + " is " + std::to_string(size) +
-                                  " bytes, the commit marker says " + std::to_string(expect_size));
-    } else {
-      out.resize(size + format::parse_padding);
-      auto n = co_await io.read(f.value(), std::as_writable_bytes(std::span(out.data(), size)), 0);
-      if (!n) {
-        r = fail(std::move(n).error().with_context("read " + label));
-      } else if (n.value() != size) {
-        r = fail(errc::corrupt, label + " shrank while being read");
-      }
-      out.resize(size);
-    }
-  }
-  (void)co_await io.close(f.value());
-  if (!r) co_return fail(r.error());
-  co_return out;
-}
-
-// Parses text (size() bytes, with parse padding reserved behind it) as a JSON object.
-result<boost::json::object> parse_object(const std::string& text, const std::string& label) {
-  boost::json::error_code ec;
-  auto v = boost::json::parse(text, ec);
-  if (ec) return fail(errc::corrupt, label + ": not valid JSON (" + ec.message() + ")");
-  if (!v.is_object()) return fail(errc::corrupt, label + ": not a JSON object");
-  return std::move(v.as_object());
-}
-
-asio::awaitable<result<void>> check_sum(const std::string& text, std::uint64_t want,
-                                        const std::string& label) {
-  std::uint64_t got = format::checksum(std::as_bytes(std::span(text)));
-  if (got != want) {
-    co_return fail(errc::corrupt, label + ": checksum mismatch (commit marker says " +
-                                      format::checksum_hex(want) + ", file has " +
-                                      format::checksum_hex(got) + ")");
-  }
-  co_return success();
-}
-
-asio::awaitable<result<open_checkpoint>> open_dir(io::engine& io, const std::filesystem::path& p) {
-  open_checkpoint ck;
-  ck.where = p.string();
-  auto d = co_await io.open(AT_FDCWD, ck.where, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (!d) {
-    if (d.error() == std::errc::no_such_file_or_directory) {
-      co_return fail(errc::not_found, "no checkpoint at " + ck.where);
-    }
-    co_return fail(std::move(d).error().with_context("open checkpoint " + ck.where));
-  }
-  ck.dir = d.value();
-  auto text = co_await read_small(io, ck, format::commit_file, 0, false, 1 << 20);
-  if (!text) {
-    (void)co_await io.close(d.value());
-    if (text.error() == errc::corrupt) {
-      co_return fail(errc::not_committed,
-                     ck.where + " is not a committed checkpoint (" + text.error().message() + ")");
-    }
-    co_return fail(text.error());
-  }
-  ck.commit_bytes = text.value().size();
-  ck.commit_xxh3 = format::checksum(std::as_bytes(std::span(text.value())));
-  text.value().reserve(text.value().size() + format::parse_padding);
-  auto cm = format::parse_commit(text.value());
-  if (!cm) {
-    (void)co_await io.close(d.value());
-    co_return fail(std::move(cm).error().with_context(ck.where + "/COMMIT"));
-  }
-  ck.commit = cm.value();
-  co_return ck;
-}
-
-struct checkpoint_files {
-  open_checkpoint ck;
-  format::index ix;
-  boost::json::object metadata;
-  std::optional<boost::json::object> job;
-};
-
-asio::awaitable<result<std::string>> read_checked(io::engine& io, const open_checkpoint& ck,
-                                                  std::string_view name, std::uint64_t bytes,
-                                                  std::uint64_t xxh3, std::uint64_t cap) {
-  CKPT_CO_TRY(std::string text, co_await read_small(io, ck, name, bytes, true, cap));
-  CKPT_CO_TRY(co_await check_sum(text, xxh3, ck.where + "/" + std::string(name)));
-  co_return text;
-}
-
-asio::awaitable<result<checkpoint_files>> open_all(io::engine& io, const std::filesystem::path& p,
-                                                   bool with_index) {
-  checkpoint_files cf;
-  CKPT_CO_TRY(cf.ck, co_await open_dir(io, p));
-  auto fail_close = [&](error e) -> asio::awaitable<result<checkpoint_files>> {
-    (void)co_await io.close(cf.ck.dir);
-    co_return fail(std::move(e));
-  };
-  const auto& cm = cf.ck.commit;
-  auto meta = co_await read_checked(io, cf.ck, format::metadata_file, cm.metadata_bytes,
-                                    cm.metadata_xxh3, max_small_file);
-  if (!meta) co_return co_await fail_close(meta.error());
-  auto mo = parse_object(meta.value(), cf.ck.where + "/metadata.json");
-  if (!mo) co_return co_await fail_close(mo.error());
-  cf.metadata = std::move(mo.value());
-  if (cm.has_job) {
-    auto job = co_await read_checked(io, cf.ck, format::job_file, cm.job_bytes, cm.job_xxh3,
-                                     max_small_file);
-    if (!job) co_return co_await fail_close(job.error());
-    auto jo = parse_object(job.value(), cf.ck.where + "/job.json");
-    if (!jo) co_return co_await fail_close(jo.error());
-    cf.job = std::move(jo.value());
-  }
-  if (with_index) {
-    format::parse_limits limits;
-    auto text = co_await read_checked(io, cf.ck, format::index_file, cm.index_bytes, cm.index_xxh3,
-                                      limits.max_index_bytes);
-    if (!text) co_return co_await fail_close(text.error());
-    text.value().reserve(text.value().size() + format::parse_padding);
-    auto ix = format::parse_index(text.value(), limits);
-    if (!ix) co_return co_await fail_close(std::move(ix).error().with_context(cf.ck.where));
-    cf.ix = std::move(ix.value());
+  if (e) {
+    if (cf->dir.fd >= 0) (void)co_await io.close(cf->dir);
+    co_return fail(std::move(*e));
   }
   co_return cf;
+}
+
+// The data files below the (open) checkpoint directory, each one's size checked against the
+// index before any destination memory is allocated: a claimed 1 TiB leaf over a small file
+// costs nothing. The first problem is the error; nothing stays open then.
+asio::awaitable<result<std::vector<io::file>>> open_checked_files(io::engine& io,
+                                                                  const checkpoint_files& cf,
+                                                                  bool direct) {
+  std::optional<error> first;
+  auto files = co_await pipeline::open_data_files(
+      io, cf, *cf.index, {}, direct, true,
+      [&](std::uint32_t f, std::error_code code, std::string msg) {
+        if (!first) first = error(code, cf.where + "/" + cf.index->files[f].name + ": " + msg);
+      });
+  if (first) {
+    co_await pipeline::close_files(io, files);
+    co_return fail(std::move(*first));
+  }
+  co_return files;
 }
 
 // Where one leaf of the checkpoint goes: its chunks decoded into `dest`, or (ranged reads)
@@ -206,63 +98,30 @@ struct target {
   const detail::range_read* sink = nullptr;
 };
 
-// Matches a template against the checkpoint. Fills `targets` and `result_leaves` (template
-// path -> restored array) or reports every mismatch.
+// Matches a template against the checkpoint (pipeline/match.hpp). Fills `targets` and
+// `restored` (template path -> restored array) or reports every mismatch.
 result<void> match_template(const format::index& ix, const tree& tmpl, bool partial,
                             std::vector<target>& targets,
                             std::unordered_map<std::string, ckpt::array>& restored,
                             const std::string& where) {
-  std::unordered_map<std::string_view, std::uint32_t> by_path;
-  by_path.reserve(ix.leaves.size());
-  for (std::uint32_t i = 0; i < ix.leaves.size(); ++i)
-    by_path.emplace(ix.leaves[i].path, i);
-  std::vector<std::string> problems;
-  std::vector<bool> used(ix.leaves.size(), false);
-  for (auto& fl : tmpl.flatten()) {
-    auto it = by_path.find(fl.path);
-    if (it == by_path.end()) {
-      if (!partial)
-        problems.push_back("missing in checkpoint: \"" + fl.path + "\" (template " +
-                           fl.array.describe() + ")");
-      continue;
-    }
-    const auto& le = ix.leaves[it->second];
-    if (le.dtype != fl.array.dtype() || le.shape != fl.array.shape()) {
-      if (!partial) {
-        problems.push_back("\"" + fl.path + "\": template " + fl.array.describe() +
-                           ", checkpoint " + std::string(dtype_name(le.dtype)) +
-                           shape_to_string(le.shape));
-      }
-      continue;
-    }
-    used[it->second] = true;
-    ckpt::array dest = fl.array;
+  auto flat = tmpl.flatten();
+  std::vector<pipeline::leaf_desc> asked, saved;
+  asked.reserve(flat.size());
+  for (const auto& fl : flat)
+    asked.push_back({fl.path, fl.array.dtype(), fl.array.shape()});
+  saved.reserve(ix.leaves.size());
+  for (const auto& le : ix.leaves)
+    saved.push_back({le.path, le.dtype, le.shape});
+  CKPT_TRY(auto matched, pipeline::match_leaves(asked, saved, partial, {}, where));
+  for (std::size_t a = 0; a < flat.size(); ++a) {
+    if (matched[a] < 0) continue;
+    const auto li = static_cast<std::uint32_t>(matched[a]);
+    ckpt::array dest = flat[a].array;
     if (!dest.is_writable() || dest.is_spec() || dest.num_bytes() == 0) {
-      auto z = allocate_leaf(le);
-      if (!z) return fail(z.error());
-      dest = std::move(z.value());
+      CKPT_TRY(dest, allocate_leaf(ix.leaves[li]));
     }
-    targets.push_back({it->second, dest.mutable_bytes()});
-    restored.emplace(fl.path, std::move(dest));
-  }
-  if (!partial) {
-    for (std::uint32_t i = 0; i < ix.leaves.size(); ++i) {
-      if (!used[i] && !std::any_of(problems.begin(), problems.end(), [&](const std::string& p) {
-            return p.find("\"" + ix.leaves[i].path + "\":") == 0;
-          })) {
-        problems.push_back("not in template: \"" + ix.leaves[i].path + "\" (checkpoint " +
-                           std::string(dtype_name(ix.leaves[i].dtype)) +
-                           shape_to_string(ix.leaves[i].shape) + ")");
-      }
-    }
-  }
-  if (!problems.empty()) {
-    std::string msg = where + ": the template does not match the checkpoint (" +
-                      std::to_string(problems.size()) + " mismatch" +
-                      (problems.size() == 1 ? "" : "es") + "):";
-    for (const auto& p : problems)
-      msg += "\n  " + p;
-    return fail(errc::template_mismatch, std::move(msg));
+    targets.push_back({li, dest.mutable_bytes()});
+    restored.emplace(flat[a].path, std::move(dest));
   }
   return success();
 }
@@ -308,39 +167,31 @@ tree rebuild(const tree& tmpl, std::string& path,
   return tree();
 }
 
-// One aligned read covering one or more chunks of one file.
-struct extent {
-  std::uint32_t file;
-  std::uint64_t start;                                          // aligned
-  std::uint64_t length;                                         // aligned
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> chunks;  // (target index, chunk index)
-};
-
+// Reads the extents of a set of targets, at most the staging budget in flight, and decodes
+// each one on the CPU pool. It owns what its tasks use: the checkpoint's files, the targets and
+// (ranged reads) whoever owns the sinks.
 struct reader : std::enable_shared_from_this<reader> {
   std::shared_ptr<runtime> rt;
-  const format::index* ix = nullptr;
-  std::vector<target>* targets = nullptr;
+  std::shared_ptr<const checkpoint_files> cf;
+  std::shared_ptr<const void> sinks_owner;
+  std::vector<target> targets;
   std::vector<io::file> files;
-  std::vector<extent> extents;
+  std::vector<pipeline::extent> extents;
   bool verify = true;
-  std::string where;
-  std::optional<error> failure;
-  std::size_t left = 0;
-  detail::result_event done;
 
-  io::engine& io() { return rt->io(); }
+  const format::index& ix() const { return *cf->index; }
+  const std::string& where() const { return cf->where; }
 
-  result<void> decode_extent(const extent& e, std::span<const std::byte> data) {
-    for (const auto& tc : e.chunks) {
-      // (not a structured binding: clang 14 cannot capture one in the lambda below)
-      const std::uint32_t ti = tc.first, ci = tc.second;
-      const target& t = (*targets)[ti];
-      const auto& le = ix->leaves[t.leaf];
+  result<void> decode_extent(const pipeline::extent& e, std::span<const std::byte> data) const {
+    for (const auto& ref : e.chunks) {
+      const std::uint32_t ci = ref.chunk;
+      const target& t = targets[ref.sel];
+      const auto& le = ix().leaves[t.leaf];
       const auto& c = le.chunks[ci];
       std::span<const std::byte> stored = data.subspan(c.offset - e.start, c.stored_size);
       auto where_chunk = [&] {
-        return where + ": leaf \"" + le.path + "\" chunk " + std::to_string(ci) + " (" +
-               ix->files[c.file].name + " at offset " + std::to_string(c.offset) + ")";
+        return where() + ": leaf \"" + le.path + "\" chunk " + std::to_string(ci) + " (" +
+               ix().files[c.file].name + " at offset " + std::to_string(c.offset) + ")";
       };
       if (verify) {
         std::uint64_t got = format::checksum(stored);
@@ -378,182 +229,73 @@ struct reader : std::enable_shared_from_this<reader> {
     return success();
   }
 
-  asio::awaitable<void> read_one(std::size_t i) {
+  asio::awaitable<result<void>> decode_on_pool(std::size_t i, std::span<const std::byte> data) {
     auto self = shared_from_this();
-    auto& rti = detail::access::internals(*rt);
-    const extent& e = extents[i];
-    aligned_buffer buf = rti.buffers.take(e.length);
-    if (!failure) {
-      auto n = co_await io().read(files[e.file], buf.span(), e.start);
-      std::uint64_t need = 0;
-      for (auto [ti, ci] : e.chunks) {
-        const auto& c = ix->leaves[(*targets)[ti].leaf].chunks[ci];
-        need = std::max(need, c.offset + c.stored_size - e.start);
-      }
-      if (!n) {
-        if (!failure)
-          failure =
-              std::move(n).error().with_context("read " + where + "/" + ix->files[e.file].name);
-      } else if (n.value() < need) {
-        if (!failure) {
-          failure =
-              error(errc::corrupt, where + "/" + ix->files[e.file].name + " is truncated (read " +
-                                       std::to_string(e.start + n.value()) + " bytes, needs " +
-                                       std::to_string(e.start + need) + ")");
-        }
-      } else {
-        std::optional<result<void>> r;
-        co_await asio::co_spawn(rti.pool, decode_async(&r, i, buf.span()), asio::use_awaitable);
-        if (r && !*r && !failure) failure = r->error();
-      }
-    }
-    rti.buffers.give(std::move(buf));
-    rti.staging.release(detail::buffer_pool::size_class(e.length));
-    if (--left == 0) done.set(success());
+    co_return decode_extent(extents[i], data);
   }
 
-  asio::awaitable<void> decode_async(std::optional<result<void>>* out, std::size_t i,
-                                     std::span<const std::byte> data) {
-    out->emplace(decode_extent(extents[i], data));
-    co_return;
+  asio::awaitable<result<void>> read_and_decode(std::size_t i, std::span<std::byte> buf) {
+    auto& rti = detail::access::internals(*rt);
+    const pipeline::extent& e = extents[i];
+    const std::string& name = ix().files[e.file].name;
+    auto n = co_await rt->io().read(files[e.file], buf, e.start);
+    if (!n) co_return fail(std::move(n).error().with_context("read " + where() + "/" + name));
+    std::uint64_t need = 0;
+    for (const auto& ref : e.chunks) {
+      const auto& c = ix().leaves[targets[ref.sel].leaf].chunks[ref.chunk];
+      need = std::max(need, c.offset + c.stored_size - e.start);
+    }
+    if (n.value() < need) {
+      co_return fail(errc::corrupt, where() + "/" + name + " is truncated (read " +
+                                        std::to_string(e.start + n.value()) + " bytes, needs " +
+                                        std::to_string(e.start + need) + ")");
+    }
+    co_return co_await detail::run_on(rti.pool.get_executor(), decode_on_pool(i, buf));
+  }
+
+  asio::awaitable<result<void>> read_one(std::size_t i) {
+    auto self = shared_from_this();
+    auto& rti = detail::access::internals(*rt);
+    aligned_buffer buf = rti.buffers.take(extents[i].length);
+    auto r = co_await read_and_decode(i, buf.span());
+    rti.buffers.give(std::move(buf));
+    co_return r;
   }
 
   asio::awaitable<result<void>> run() {
     auto self = shared_from_this();
-    auto ex = co_await asio::this_coro::executor;
     auto& rti = detail::access::internals(*rt);
-    left = extents.size();
-    if (left == 0) co_return success();
+    detail::task_group g(co_await asio::this_coro::executor);
     for (std::size_t i = 0; i < extents.size(); ++i) {
-      if (failure) {
-        left -= extents.size() - i;
-        if (left == 0) done.set(success());
-        break;
-      }
-      co_await rti.staging.acquire(detail::buffer_pool::size_class(extents[i].length));
-      asio::co_spawn(ex, read_one(i), asio::detached);
+      const auto cost = detail::buffer_pool::size_class(extents[i].length);
+      const bool started = co_await g.spawn(read_one(i), &rti.staging, cost);
+      if (!started) break;
     }
-    co_await done.wait_async();
-    if (failure) co_return fail(*failure);
-    co_return success();
+    co_return co_await g.wait();
   }
 };
 
-void plan_extents(const format::index& ix, const std::vector<target>& targets,
-                  std::vector<extent>& out) {
-  struct ref {
-    std::uint64_t offset, end;
-    std::uint32_t ti, ci;
-  };
-  std::map<std::uint32_t, std::vector<ref>> by_file;
-  for (std::uint32_t ti = 0; ti < targets.size(); ++ti) {
-    const auto& le = ix.leaves[targets[ti].leaf];
-    const std::uint32_t end = std::min<std::uint32_t>(targets[ti].end_chunk,
-                                                      static_cast<std::uint32_t>(le.chunks.size()));
-    for (std::uint32_t ci = targets[ti].first_chunk; ci < end; ++ci) {
-      const auto& c = le.chunks[ci];
-      by_file[c.file].push_back({c.offset, c.offset + c.stored_size, ti, ci});
-    }
-  }
-  for (auto& [file, refs] : by_file) {
-    std::sort(refs.begin(), refs.end(),
-              [](const ref& a, const ref& b) { return a.offset < b.offset; });
-    extent cur{file, 0, 0, {}};
-    for (const auto& r : refs) {
-      std::uint64_t s = r.offset / io_align * io_align;
-      std::uint64_t e = align_up(r.end, io_align);
-      if (!cur.chunks.empty() && s <= cur.start + cur.length + max_gap &&
-          e - cur.start <= max_extent) {
-        cur.length = std::max(cur.length, e - cur.start);
-      } else {
-        if (!cur.chunks.empty()) out.push_back(std::move(cur));
-        cur = extent{file, s, e - s, {}};
-      }
-      cur.chunks.emplace_back(r.ti, r.ci);
-    }
-    if (!cur.chunks.empty()) out.push_back(std::move(cur));
-  }
-  // Interleave files so that reads proceed on all of them at once.
-  std::stable_sort(out.begin(), out.end(),
-                   [](const extent& a, const extent& b) { return a.start < b.start; });
-}
-
-// Reads the chunks of `targets` into their destinations.
-asio::awaitable<result<void>> read_targets(std::shared_ptr<runtime> rt, const checkpoint_files& cf,
-                                           std::vector<target>& targets, const load_options& opt) {
-  auto& io = rt->io();
+// Reads the chunks of `targets` from `files` (opened by open_checked_files; closed here).
+asio::awaitable<result<void>> read_targets(std::shared_ptr<runtime> rt,
+                                           std::shared_ptr<const checkpoint_files> cf,
+                                           std::vector<io::file> files, std::vector<target> targets,
+                                           const load_options& opt,
+                                           std::shared_ptr<const void> sinks_owner = nullptr) {
   auto rd = std::make_shared<reader>();
   rd->rt = rt;
-  rd->ix = &cf.ix;
-  rd->targets = &targets;
+  rd->cf = std::move(cf);
+  rd->sinks_owner = std::move(sinks_owner);
+  rd->targets = std::move(targets);
+  rd->files = std::move(files);
   rd->verify = opt.verify_checksums;
-  rd->where = cf.ck.where;
-  plan_extents(cf.ix, targets, rd->extents);
-  // Open the data files needed and check their sizes before reading anything.
-  std::vector<bool> needed(cf.ix.files.size(), false);
-  for (const auto& e : rd->extents)
-    needed[e.file] = true;
-  rd->files.resize(cf.ix.files.size());
-  result<void> status = success();
-  for (std::size_t f = 0; f < cf.ix.files.size() && status; ++f) {
-    if (!needed[f]) continue;
-    const auto& fe = cf.ix.files[f];
-    const std::string label = cf.ck.where + "/" + fe.name;
-    auto of = co_await io.open(cf.ck.dir.fd, fe.name,
-                               O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (opt.direct_io ? O_DIRECT : 0));
-    if (!of) {
-      status = of.error() == std::errc::no_such_file_or_directory
-                   ? result<void>(fail(errc::corrupt, label + " is missing"))
-                   : result<void>(fail(std::move(of).error().with_context("open " + label)));
-      break;
-    }
-    rd->files[f] = of.value();
-    auto st = co_await io.statx(of.value().fd, "", AT_EMPTY_PATH);
-    if (!st) {
-      status = fail(std::move(st).error().with_context("stat " + label));
-    } else if (st.value().stx_size != fe.size) {
-      status = fail(errc::corrupt, label + " is " + std::to_string(st.value().stx_size) +
-                                       " bytes, the index says " + std::to_string(fe.size) +
-                                       (st.value().stx_size < fe.size ? " (truncated)" : ""));
-    }
-  }
-  if (status) status = co_await rd->run();
-  for (auto& f : rd->files) {
-    if (f.fd >= 0) (void)co_await io.close(f);
-  }
-  co_return status;
-}
-
-// Every data file exists with the size the index records (checked before any destination
-// memory is allocated: a claimed 1 TiB leaf over a small file costs nothing).
-asio::awaitable<result<void>> check_data_files(io::engine& io, const checkpoint_files& cf) {
-  for (const auto& fe : cf.ix.files) {
-    auto st = co_await io.statx(cf.ck.dir.fd, fe.name, AT_SYMLINK_NOFOLLOW);
-    const std::string label = cf.ck.where + "/" + fe.name;
-    if (!st) {
-      if (st.error() == std::errc::no_such_file_or_directory) {
-        co_return fail(errc::corrupt, label + " is missing");
-      }
-      co_return fail(std::move(st).error().with_context("stat " + label));
-    }
-    if (st.value().stx_size != fe.size) {
-      co_return fail(errc::corrupt, label + " is " + std::to_string(st.value().stx_size) +
-                                        " bytes, the index says " + std::to_string(fe.size) +
-                                        (st.value().stx_size < fe.size ? " (truncated)" : ""));
-    }
-  }
-  co_return success();
-}
-
-// A failure to open `path` as an ordinary checkpoint, explained when it is a sharded one.
-error explain_sharded(const std::filesystem::path& path, error e) {
-  if (e != errc::not_committed && e != errc::corrupt) return e;
-  auto cf = detail::read_checkpoint_files(path);
-  if (!cf || !cf.value().sharded_commit) return e;
-  return error(errc::invalid_argument,
-               path.string() + " is a sharded checkpoint (" +
-                   std::to_string(cf.value().sharded_commit->ranks) +
-                   " ranks): load it with load_sharded or load_sharded_full (ckpt/shard.hpp)");
+  std::vector<pipeline::selection> sels;
+  sels.reserve(rd->targets.size());
+  for (const auto& t : rd->targets)
+    sels.push_back({t.leaf, t.first_chunk, t.end_chunk});
+  rd->extents = pipeline::plan_extents(rd->ix(), sels);
+  auto r = co_await rd->run();
+  co_await pipeline::close_files(rt->io(), rd->files);
+  co_return r;
 }
 
 asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt,
@@ -561,54 +303,46 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
                                                      std::string subtree, bool want_subtree,
                                                      load_options opt) {
   auto& io = rt->io();
-  auto opened = co_await open_all(io, path, true);
-  if (!opened) co_return fail(explain_sharded(path, std::move(opened).error()));
-  checkpoint_files cf = std::move(opened).value();
-  auto close_dir = [&]() -> asio::awaitable<void> { (void)co_await io.close(cf.ck.dir); };
-  {
-    auto sizes = co_await check_data_files(io, cf);
-    if (!sizes) {
-      co_await close_dir();
-      co_return fail(std::move(sizes).error());
-    }
-  }
+  CKPT_CO_TRY(files_ptr cf, co_await open_checkpoint(io, path, true, false, true));
+  auto files = co_await open_checked_files(io, *cf, opt.direct_io);
+  (void)co_await io.close(cf->dir);
+  cf->dir.fd = -1;
+  if (!files) co_return fail(std::move(files).error());
+  const format::index& ix = *cf->index;
   std::vector<target> targets;
   std::unordered_map<std::string, ckpt::array> restored;
   tree shape_tree;  // what to rebuild from `restored`
   tree whole;       // or, for the whole checkpoint, the result built straight from the index
   result<void> m = success();
-  // Leaf i of the checkpoint goes into a fresh buffer, returned under `key` in the result tree.
-  auto add_allocated = [&](std::uint32_t i, const std::string& key) -> result<void> {
-    auto z = allocate_leaf(cf.ix.leaves[i]);
-    if (!z) return fail(z.error());
-    targets.push_back({i, z.value().mutable_bytes()});
-    restored.emplace(key, std::move(z.value()));
-    return success();
-  };
   if (want_subtree) {
-    const tree structure = format::structure(cf.ix);
+    const tree structure = format::structure(ix);
     auto node = structure.at(subtree);
     if (!node) {
-      co_await close_dir();
-      co_return fail(std::move(node).error().with_context(cf.ck.where));
-    }
-    // Only the subtree's leaves: their checkpoint paths carry the subtree's path as prefix.
-    shape_tree = *node.value();
-    std::unordered_map<std::string_view, std::uint32_t> by_path;
-    for (std::uint32_t i = 0; i < cf.ix.leaves.size(); ++i)
-      by_path.emplace(cf.ix.leaves[i].path, i);
-    for (auto& fl : shape_tree.flatten()) {
-      std::string full = fl.path.empty() ? subtree : join_path(subtree, fl.path);
-      m = add_allocated(by_path.at(full), fl.path);
-      if (!m) break;
+      m = fail(std::move(node).error().with_context(cf->where));
+    } else {
+      // Only the subtree's leaves: their checkpoint paths carry the subtree's path as prefix.
+      shape_tree = *node.value();
+      std::unordered_map<std::string_view, std::uint32_t> by_path;
+      for (std::uint32_t i = 0; i < ix.leaves.size(); ++i)
+        by_path.emplace(ix.leaves[i].path, i);
+      for (auto& fl : shape_tree.flatten()) {
+        const std::uint32_t i = by_path.at(fl.path.empty() ? subtree : join_path(subtree, fl.path));
+        auto z = allocate_leaf(ix.leaves[i]);
+        if (!z) {
+          m = fail(z.error());
+          break;
+        }
+        targets.push_back({i, z.value().mutable_bytes()});
+        restored.emplace(fl.path, std::move(z.value()));
+      }
     }
   } else if (tmpl) {
     shape_tree = *tmpl;
-    m = match_template(cf.ix, *tmpl, opt.partial, targets, restored, cf.ck.where);
+    m = match_template(ix, *tmpl, opt.partial, targets, restored, cf->where);
   } else {
-    targets.reserve(cf.ix.leaves.size());
-    auto t = format::build_tree(cf.ix, [&](std::size_t i) -> result<ckpt::array> {
-      auto z = allocate_leaf(cf.ix.leaves[i]);
+    targets.reserve(ix.leaves.size());
+    auto t = format::build_tree(ix, [&](std::size_t i) -> result<ckpt::array> {
+      auto z = allocate_leaf(ix.leaves[i]);
       if (z) targets.push_back({static_cast<std::uint32_t>(i), z.value().mutable_bytes()});
       return z;
     });
@@ -618,15 +352,17 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
       m = fail(std::move(t).error());
     }
   }
-  if (m) m = co_await read_targets(rt, cf, targets, opt);
-  co_await close_dir();
-  if (!m) co_return fail(m.error());
+  if (!m) {
+    co_await pipeline::close_files(io, files.value());
+    co_return fail(m.error());
+  }
+  CKPT_CO_TRY(co_await read_targets(rt, cf, std::move(files).value(), std::move(targets), opt));
   loaded_checkpoint out;
   std::string p;
   bool any = false;
   out.tree = want_subtree || tmpl ? rebuild(shape_tree, p, restored, any) : std::move(whole);
-  out.metadata = std::move(cf.metadata);
-  out.job = std::move(cf.job);
+  out.metadata = std::move(*cf->metadata);
+  out.job = std::move(cf->job);
   co_return out;
 }
 
@@ -664,149 +400,133 @@ result<tree> load_subtree_blocking(std::filesystem::path path, std::string subtr
   return std::move(lc.tree);
 }
 
-namespace {
-// The small files of an ordinary checkpoint, or of a sharded one (metadata and job only; its
-// COMMIT and sharded index checked, read synchronously: they are small).
-asio::awaitable<result<checkpoint_files>> open_meta(std::shared_ptr<runtime> rt,
-                                                    std::filesystem::path path, bool with_index) {
-  auto& io = rt->io();
-  auto opened = co_await open_all(io, path, with_index);
-  if (!opened) {
-    if (opened.error() != errc::not_committed && opened.error() != errc::corrupt) {
-      co_return fail(std::move(opened).error());
-    }
-    auto sf = detail::read_checkpoint_files(path);
-    if (!sf || !sf.value().sharded_commit) co_return fail(std::move(opened).error());
-    if (!sf.value().committed()) co_return fail(detail::first_problem(path, sf.value()));
-    checkpoint_files cf;
-    cf.ck.where = path.string();
-    cf.metadata = std::move(*sf.value().metadata);
-    cf.job = std::move(sf.value().job);
-    co_return cf;
-  }
-  checkpoint_files cf = std::move(opened).value();
-  (void)co_await io.close(cf.ck.dir);
-  co_return cf;
-}
-
-// A validated checkpoint and the targets of a set of ranged reads.
-struct ranged_state {
-  checkpoint_files cf;
-  std::vector<target> targets;
-};
-
-}  // namespace
-
 namespace detail {
 
 struct ranged_checkpoint {
-  ranged_state s;
+  files_ptr cf;
+  std::vector<range_read> reads;  // the sinks the targets point at
+  std::vector<target> targets;
 };
 
 asio::awaitable<result<std::shared_ptr<ranged_checkpoint>>> open_for_ranges(
     std::shared_ptr<runtime> rt, std::filesystem::path dir, std::optional<expected_commit> commit,
-    const std::vector<range_read>& reads) {
+    std::vector<range_read> reads) {
   auto& io = rt->io();
-  CKPT_CO_TRY(::ckpt::checkpoint_files cf, co_await open_all(io, dir, true));
   auto out = std::make_shared<ranged_checkpoint>();
-  out->s.cf = std::move(cf);
-  auto& c = out->s.cf;
-  result<void> ok = co_await check_data_files(io, c);
-  if (ok && commit && (commit->bytes != c.ck.commit_bytes || commit->xxh3 != c.ck.commit_xxh3)) {
-    ok = fail(errc::corrupt, c.ck.where + "/COMMIT is " + std::to_string(c.ck.commit_bytes) +
-                                 " bytes with checksum " + format::checksum_hex(c.ck.commit_xxh3) +
+  CKPT_CO_TRY(out->cf, co_await open_checkpoint(io, dir, true, false, true));
+  out->reads = std::move(reads);
+  auto& c = *out->cf;
+  const format::index& ix = *c.index;
+  result<void> ok = success();
+  {
+    auto files = co_await open_checked_files(io, c, false);
+    if (files) {
+      co_await pipeline::close_files(io, files.value());
+    } else {
+      ok = fail(std::move(files).error());
+    }
+  }
+  (void)co_await io.close(c.dir);
+  c.dir.fd = -1;
+  if (ok && commit && (commit->bytes != c.commit_bytes || commit->xxh3 != c.commit_xxh3)) {
+    ok = fail(errc::corrupt, c.where + "/COMMIT is " + std::to_string(c.commit_bytes) +
+                                 " bytes with checksum " + format::checksum_hex(c.commit_xxh3) +
                                  ", the sharded index records " + std::to_string(commit->bytes) +
                                  " bytes with " + format::checksum_hex(commit->xxh3) +
                                  " (a rank directory from another save?)");
   }
-  if (ok) {
-    std::unordered_map<std::string_view, std::uint32_t> by_path;
-    for (std::uint32_t i = 0; i < c.ix.leaves.size(); ++i)
-      by_path.emplace(c.ix.leaves[i].path, i);
-    for (const auto& rr : reads) {
-      auto it = by_path.find(rr.leaf);
-      if (it == by_path.end()) {
-        ok = fail(errc::corrupt, c.ck.where + ": leaf \"" + rr.leaf +
-                                     "\" is missing (the sharded index places a slice there)");
-        break;
-      }
-      const auto& le = c.ix.leaves[it->second];
-      if (le.dtype != rr.dtype || le.shape != rr.shape) {
-        ok = fail(errc::corrupt, c.ck.where + ": leaf \"" + rr.leaf + "\" is " +
-                                     std::string(dtype_name(le.dtype)) + shape_to_string(le.shape) +
-                                     ", the sharded index says " +
-                                     std::string(dtype_name(rr.dtype)) + shape_to_string(rr.shape));
-        break;
-      }
-      if (rr.begin > rr.end || rr.end > le.num_bytes) {
-        ok = fail(errc::invalid_argument, c.ck.where + ": leaf \"" + rr.leaf + "\": byte range " +
-                                              std::to_string(rr.begin) + ".." +
-                                              std::to_string(rr.end) + " is not inside it");
-        break;
-      }
-      // The chunks whose raw range overlaps [begin, end).
-      target t{it->second, {}, 0, 0, &rr};
-      std::uint64_t pos = 0;
-      std::uint32_t first = UINT32_MAX, end = 0;
-      for (std::uint32_t ci = 0; ci < le.chunks.size(); ++ci) {
-        const std::uint64_t next = pos + le.chunks[ci].raw_size;
-        if (next > rr.begin && pos < rr.end) {
-          if (first == UINT32_MAX) first = ci;
-          end = ci + 1;
-        }
-        if (pos >= rr.end) break;
-        pos = next;
-      }
-      if (first == UINT32_MAX) continue;  // an empty range
-      t.first_chunk = first;
-      t.end_chunk = end;
-      out->s.targets.push_back(t);
-    }
-  }
-  (void)co_await io.close(c.ck.dir);
-  c.ck.dir.fd = -1;
   if (!ok) co_return fail(std::move(ok).error());
+  std::unordered_map<std::string_view, std::uint32_t> by_path;
+  for (std::uint32_t i = 0; i < ix.leaves.size(); ++i)
+    by_path.emplace(ix.leaves[i].path, i);
+  for (const auto& rr : out->reads) {
+    auto it = by_path.find(rr.leaf);
+    if (it == by_path.end()) {
+      co_return fail(errc::corrupt, c.where + ": leaf \"" + rr.leaf +
+                                        "\" is missing (the sharded index places a slice there)");
+    }
+    const auto& le = ix.leaves[it->second];
+    if (le.dtype != rr.dtype || le.shape != rr.shape) {
+      co_return fail(errc::corrupt, c.where + ": leaf \"" + rr.leaf + "\" is " +
+                                        std::string(dtype_name(le.dtype)) +
+                                        shape_to_string(le.shape) + ", the sharded index says " +
+                                        std::string(dtype_name(rr.dtype)) +
+                                        shape_to_string(rr.shape));
+    }
+    if (rr.begin > rr.end || rr.end > le.num_bytes) {
+      co_return fail(errc::invalid_argument, c.where + ": leaf \"" + rr.leaf + "\": byte range " +
+                                                 std::to_string(rr.begin) + ".." +
+                                                 std::to_string(rr.end) + " is not inside it");
+    }
+    // The chunks whose raw range overlaps [begin, end).
+    target t{it->second, {}, 0, 0, &rr};
+    std::uint64_t pos = 0;
+    std::uint32_t first = UINT32_MAX, end = 0;
+    for (std::uint32_t ci = 0; ci < le.chunks.size(); ++ci) {
+      const std::uint64_t next = pos + le.chunks[ci].raw_size;
+      if (next > rr.begin && pos < rr.end) {
+        if (first == UINT32_MAX) first = ci;
+        end = ci + 1;
+      }
+      if (pos >= rr.end) break;
+      pos = next;
+    }
+    if (first == UINT32_MAX) continue;  // an empty range
+    t.first_chunk = first;
+    t.end_chunk = end;
+    out->targets.push_back(t);
+  }
   co_return out;
 }
 
 asio::awaitable<result<void>> read_ranges(std::shared_ptr<runtime> rt,
                                           std::shared_ptr<ranged_checkpoint> ck,
-                                          const std::vector<range_read>&, load_options options) {
+                                          load_options options) {
   auto& io = rt->io();
-  auto& c = ck->s.cf;
+  auto& c = *ck->cf;
   // (Opened again: validation closed it so that many checkpoints can be validated at once.)
-  auto d = co_await io.open(AT_FDCWD, c.ck.where, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (!d) co_return fail(std::move(d).error().with_context("open checkpoint " + c.ck.where));
-  c.ck.dir = d.value();
-  auto r = co_await read_targets(rt, c, ck->s.targets, options);
-  (void)co_await io.close(c.ck.dir);
-  c.ck.dir.fd = -1;
-  co_return r;
+  auto d = co_await io.open(AT_FDCWD, c.where, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!d) co_return fail(std::move(d).error().with_context("open checkpoint " + c.where));
+  c.dir = d.value();
+  auto files = co_await open_checked_files(io, c, options.direct_io);
+  (void)co_await io.close(c.dir);
+  c.dir.fd = -1;
+  if (!files) co_return fail(std::move(files).error());
+  co_return co_await read_targets(rt, ck->cf, std::move(files).value(), ck->targets, options, ck);
 }
 
 }  // namespace detail
+
+namespace {
+// The small files of an ordinary checkpoint, or of a sharded one (its COMMIT and sharded index
+// checked), without opening a data file.
+asio::awaitable<result<files_ptr>> open_meta(std::shared_ptr<runtime> rt,
+                                             std::filesystem::path path, bool with_index) {
+  co_return co_await open_checkpoint(rt->io(), path, with_index, true, false);
+}
+}  // namespace
 
 asio::awaitable<result<boost::json::object>> load_metadata(std::filesystem::path path,
                                                            std::shared_ptr<runtime> rt) {
   rt = runtime_or_global(rt);
   CKPT_CO_TRY(auto cf,
               co_await detail::run_on(rt->executor(), open_meta(rt, std::move(path), false)));
-  co_return std::move(cf.metadata);
+  co_return std::move(*cf->metadata);
 }
 
 result<boost::json::object> load_metadata_blocking(std::filesystem::path path,
                                                    std::shared_ptr<runtime> rt) {
   rt = runtime_or_global(rt);
   CKPT_TRY(auto cf, detail::run_blocking(rt->executor(), open_meta(rt, std::move(path), false)));
-  return std::move(cf.metadata);
+  return std::move(*cf->metadata);
 }
 
 result<boost::json::object> load_job_blocking(std::filesystem::path path,
                                               std::shared_ptr<runtime> rt) {
   rt = runtime_or_global(rt);
   CKPT_TRY(auto cf, detail::run_blocking(rt->executor(), open_meta(rt, path, false)));
-  if (!cf.job) return fail(errc::not_found, path.string() + " has no job.json");
-  return std::move(*cf.job);
+  if (!cf->job) return fail(errc::not_found, path.string() + " has no job.json");
+  return std::move(*cf->job);
 }
 
 result<bool> is_committed(std::filesystem::path path, std::shared_ptr<runtime> rt) {

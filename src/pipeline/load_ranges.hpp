@@ -1,6 +1,6 @@
 // Ranged reads of leaves of one checkpoint (internal): only the chunks overlapping a byte range
 // of a leaf are read, checksummed and decoded, and handed to a sink. The sharded loader builds
-// on it (shard.cpp); load.cpp implements it with the load pipeline's validation and reader.
+// on it (shard/load.cpp); load.cpp implements it with the load pipeline's validation and reader.
 #pragma once
 
 #include <ckpt/array.hpp>
@@ -44,17 +44,16 @@ struct ranged_checkpoint;
 
 /// Validates the checkpoint at `dir` like a load does (commit marker, index, data file sizes,
 /// and `commit` when given) and checks that each read's leaf exists with the expected dtype and
-/// shape. Touches no sink. Runs on (and must be awaited from) `rt`'s pipeline executor.
+/// shape. Touches no sink; the result owns `reads`. Runs on (and must be awaited from) `rt`'s
+/// pipeline executor.
 boost::asio::awaitable<result<std::shared_ptr<ranged_checkpoint>>> open_for_ranges(
     std::shared_ptr<runtime> rt, std::filesystem::path dir, std::optional<expected_commit> commit,
-    const std::vector<range_read>& reads);
+    std::vector<range_read> reads);
 
-/// Reads the chunks that `reads` (the same vector open_for_ranges checked) need and feeds the
-/// sinks; every chunk's checksum is verified (unless options say otherwise) before it is
-/// decoded. `reads` must stay alive until completion.
+/// Reads the chunks that the reads given to open_for_ranges need and feeds their sinks; every
+/// chunk's checksum is verified (unless options say otherwise) before it is decoded.
 boost::asio::awaitable<result<void>> read_ranges(std::shared_ptr<runtime> rt,
                                                  std::shared_ptr<ranged_checkpoint> ck,
-                                                 const std::vector<range_read>& reads,
                                                  load_options options);
 
 }  // namespace ckpt::detail

@@ -85,9 +85,7 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   format::index ix;
   std::vector<unit> units;
   std::size_t capture_left = 0;
-  std::size_t units_left = 0;
   std::optional<error> failure;
-  detail::result_event units_done;
   detail::result_event prepared;  // set when prepare() finished (failure holds its error)
   io::file parent_dir;            // fd -1 until opened
   io::file tmp_dir;
@@ -124,7 +122,7 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   asio::awaitable<void> capture_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<void> capture_and_write();
   asio::awaitable<void> grow_file(std::size_t f, std::uint64_t end);
-  asio::awaitable<void> process_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
+  asio::awaitable<result<void>> process_unit(std::size_t u);
   asio::awaitable<void> encode_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<result<void>> commit();
   asio::awaitable<void> cleanup();
@@ -200,7 +198,6 @@ void save_handle::state::plan() {
   for (const auto& u : units) {
     if (u.needs_capture) ++capture_left;
   }
-  units_left = units.size();
   std::lock_guard l(stats_mutex);
   stats.leaves = leaves.size();
   for (const auto& le : ix.leaves) {
@@ -362,11 +359,12 @@ asio::awaitable<void> save_handle::state::capture_unit(std::size_t u,
   co_return;  // (a coroutine: co_spawned onto the CPU pool)
 }
 
-asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
-                                                       std::shared_ptr<aligned_buffer> buf) {
+// One unit, holding `slab_bytes` of the staging budget (taken by the task group). Its failure
+// goes to fail_with, the save's one failure; the task itself always succeeds.
+asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
   auto self = shared_from_this();
   auto& rti_ = rti();
-  const std::uint64_t slab = slab_bytes;
+  auto buf = std::make_shared<aligned_buffer>(rti_.buffers.take(slab_bytes));
   unit& un = units[u];
   // 1. Capture (borrowed/owned bytes): a plain copy into the staging buffer, in unit order on
   //    the CPU pool (all at once, or capped by capture_slots; see staged_first).
@@ -412,8 +410,7 @@ asio::awaitable<void> save_handle::state::process_unit(std::size_t u,
     }
   }
   rti_.buffers.give(std::move(*buf));
-  rti_.staging.release(slab);
-  if (--units_left == 0) units_done.set(success());
+  co_return success();
 }
 
 asio::awaitable<void> save_handle::state::grow_file(std::size_t f, std::uint64_t end) {
@@ -459,22 +456,18 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
     for (auto& f : data_files)
       (void)co_await io().fsync(f);
   }
-  for (std::size_t u = 0; u < units.size(); ++u) {
-    if (failure || cancel_requested) {
-      // Account for the units never started.
-      for (std::size_t v = u; v < units.size(); ++v) {
-        if (units[v].needs_capture) --capture_left;
-      }
-      units_left -= units.size() - u;
-      if (units_left == 0) units_done.set(success());
-      break;
-    }
-    co_await rti_.staging.acquire(slab_bytes);
-    auto buf = std::make_shared<aligned_buffer>(rti_.buffers.take(slab_bytes));
-    asio::co_spawn(ex, process_unit(u, std::move(buf)), asio::detached);
+  detail::task_group g(ex);
+  std::size_t started = 0;
+  while (started < units.size() && !failure && !cancel_requested) {
+    const bool ok = co_await g.spawn(process_unit(started), &rti_.staging, slab_bytes);
+    if (!ok) break;
+    ++started;
   }
-  if (units.empty()) units_done.set(success());
-  co_await units_done.wait_async();
+  // Account for the units never started.
+  for (std::size_t v = started; v < units.size(); ++v) {
+    if (units[v].needs_capture) --capture_left;
+  }
+  (void)co_await g.wait();
   if (cancel_requested && !failure) fail_with(error(errc::cancelled, "cancelled"));
 }
 

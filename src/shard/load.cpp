@@ -12,6 +12,7 @@
 #include "format/sharded.hpp"
 #include "io/async.hpp"
 #include "pipeline/load_ranges.hpp"
+#include "pipeline/match.hpp"
 #include "pipeline/runtime_impl.hpp"
 #include "shard/common.hpp"
 #include "shard/outcome_wire.hpp"
@@ -184,49 +185,51 @@ class slice_finder {
   bool sorted_ = false;
 };
 
-// What one rank's checkpoint must deliver.
+// What one rank's checkpoint must deliver (owned by the tasks that validate and read it).
 struct rank_reads {
   std::uint32_t rank = 0;
-  std::vector<detail::range_read> reads;
-  std::vector<std::shared_ptr<region_copy>> copies;
+  std::vector<detail::range_read> reads;  // handed to open_for_ranges, which keeps them
   std::shared_ptr<detail::ranged_checkpoint> opened;
 };
 
-// Runs `make(i)` for i in [0, n), at most `width` at once, on `ex`; the first error wins.
+constexpr std::size_t rank_width = 8;  // rank checkpoints validated / read at once
+
+// Runs `make(rr)` for every rank, at most rank_width at once; the first error wins.
 template <class Make>
-asio::awaitable<result<void>> bounded_all(asio::any_io_executor ex, std::size_t n,
-                                          std::size_t width, Make make) {
-  for (std::size_t i = 0; i < n; i += width) {
-    std::vector<asio::awaitable<result<void>>> ops;
-    for (std::size_t j = i; j < std::min(n, i + width); ++j)
-      ops.push_back(make(j));
-    CKPT_CO_TRY(co_await detail::when_all(ex, std::move(ops)));
+asio::awaitable<result<void>> for_each_rank(const std::vector<std::shared_ptr<rank_reads>>& ranks,
+                                            Make make) {
+  detail::async_budget slots(rank_width);  // (outlives wait(): the group's contract)
+  detail::task_group g(co_await asio::this_coro::executor);
+  for (const auto& rr : ranks) {
+    const bool started = co_await g.spawn(make(rr), &slots, 1);
+    if (!started) break;
   }
-  co_return success();
+  co_return co_await g.wait();
 }
 
 asio::awaitable<result<void>> open_rank(std::shared_ptr<runtime> rt, fs::path dir,
-                                        detail::expected_commit commit, rank_reads* rr) {
-  CKPT_CO_TRY(rr->opened, co_await detail::open_for_ranges(rt, dir, commit, rr->reads));
+                                        detail::expected_commit commit,
+                                        std::shared_ptr<rank_reads> rr) {
+  CKPT_CO_TRY(rr->opened, co_await detail::open_for_ranges(rt, dir, commit, std::move(rr->reads)));
   co_return success();
 }
 
-asio::awaitable<result<void>> read_rank(std::shared_ptr<runtime> rt, rank_reads* rr,
+asio::awaitable<result<void>> read_rank(std::shared_ptr<runtime> rt, std::shared_ptr<rank_reads> rr,
                                         load_options options) {
-  co_return co_await detail::read_ranges(rt, rr->opened, rr->reads, options);
+  co_return co_await detail::read_ranges(rt, rr->opened, options);
 }
 
-result<detail::checkpoint_files> open_sharded(const fs::path& path) {
-  CKPT_TRY(auto cf, detail::read_checkpoint_files(path));
-  if (!cf.sharded()) {
-    if (cf.committed()) {
-      return fail(errc::invalid_argument,
-                  path.string() + " is an ordinary checkpoint, not a sharded one (use load)");
-    }
-    return fail(detail::first_problem(path, cf));
+// The small files of a sharded checkpoint (checkpoint/files.hpp), the first problem an error.
+asio::awaitable<result<checkpoint::checkpoint_files>> open_sharded(io::engine& io, fs::path path) {
+  checkpoint::read_options ro;
+  ro.stop_at_first = true;
+  CKPT_CO_TRY(auto cf, co_await checkpoint::read_files(io, path, ro));
+  if (!cf.sharded() && cf.committed()) {
+    co_return fail(errc::invalid_argument,
+                   path.string() + " is an ordinary checkpoint, not a sharded one (use load)");
   }
-  if (!cf.committed()) return fail(detail::first_problem(path, cf));
-  return cf;
+  if (!cf.committed()) co_return fail(cf.first_problem());
+  co_return cf;
 }
 
 asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtime> rt,
@@ -234,46 +237,28 @@ asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtim
                                                           std::vector<sharded_leaf> wanted,
                                                           load_options opt) {
   const std::string where = path.string();
-  CKPT_CO_TRY(auto cf, open_sharded(path));
+  CKPT_CO_TRY(auto cf, co_await open_sharded(rt->io(), path));
   const format::sharded_index& ix = *cf.sharded_index;
-  std::unordered_map<std::string_view, std::size_t> by_path;
-  for (std::size_t i = 0; i < ix.leaves.size(); ++i)
-    by_path.emplace(ix.leaves[i].path, i);
 
-  // Match the request against the index; every mismatch at once.
-  std::vector<std::string> problems;
+  // Match the request against the index (pipeline/match.hpp); every mismatch at once.
+  std::vector<pipeline::leaf_desc> asked, saved;
+  for (const auto& w : wanted) {
+    CKPT_CO_TRYV_CTX(check_leaf(w, false), "load " + where);
+    asked.push_back({w.path, w.dtype, w.global_shape});
+  }
+  for (const auto& le : ix.leaves)
+    saved.push_back({le.path, le.dtype, le.shape});
+  pipeline::match_words words;
+  words.asked = "wanted";
+  words.header = "the wanted leaves do not match the checkpoint";
+  words.report_unasked = false;
+  CKPT_CO_TRY(auto matched, pipeline::match_leaves(asked, saved, opt.partial, words, where));
   std::vector<sharded_leaf> kept;
   std::vector<std::size_t> kept_index;
-  for (auto& w : wanted) {
-    CKPT_CO_TRYV_CTX(check_leaf(w, false), "load " + where);
-    auto it = by_path.find(w.path);
-    if (it == by_path.end()) {
-      if (!opt.partial) {
-        problems.push_back("missing in checkpoint: \"" + w.path + "\" (wanted " +
-                           std::string(dtype_name(w.dtype)) + shape_to_string(w.global_shape) +
-                           ")");
-      }
-      continue;
-    }
-    const auto& le = ix.leaves[it->second];
-    if (le.dtype != w.dtype || le.shape != w.global_shape) {
-      if (!opt.partial) {
-        problems.push_back("\"" + w.path + "\": wanted " + std::string(dtype_name(w.dtype)) +
-                           shape_to_string(w.global_shape) + ", checkpoint " +
-                           std::string(dtype_name(le.dtype)) + shape_to_string(le.shape));
-      }
-      continue;
-    }
-    kept.push_back(std::move(w));
-    kept_index.push_back(it->second);
-  }
-  if (!problems.empty()) {
-    std::string msg = where + ": the wanted leaves do not match the checkpoint (" +
-                      std::to_string(problems.size()) + " mismatch" +
-                      (problems.size() == 1 ? "" : "es") + "):";
-    for (const auto& p : problems)
-      msg += "\n  " + p;
-    co_return fail(errc::template_mismatch, std::move(msg));
+  for (std::size_t a = 0; a < wanted.size(); ++a) {
+    if (matched[a] < 0) continue;
+    kept.push_back(std::move(wanted[a]));
+    kept_index.push_back(static_cast<std::size_t>(matched[a]));
   }
 
   // Destinations: in place where writable, allocated otherwise (bounded by the request).
@@ -292,7 +277,7 @@ asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtim
   }
 
   // Ranged reads, grouped by the rank whose checkpoint holds the saved slice.
-  std::map<std::uint32_t, rank_reads> by_rank;
+  std::map<std::uint32_t, std::shared_ptr<rank_reads>> by_rank;
   for (std::size_t k = 0; k < kept.size(); ++k) {
     const auto& le = ix.leaves[kept_index[k]];
     const std::size_t es = dtype_size(le.dtype);
@@ -305,7 +290,9 @@ asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtim
         if (!box_nonempty(saved.where) || !box_intersect(t, saved.where, i)) return;
         auto copy =
             std::make_shared<region_copy>(i, saved.where, t, es, s.data.mutable_bytes().data());
-        auto& rr = by_rank[saved.rank];
+        auto& rrp = by_rank[saved.rank];
+        if (!rrp) rrp = std::make_shared<rank_reads>();
+        auto& rr = *rrp;
         rr.rank = saved.rank;
         detail::range_read r;
         r.leaf = saved.leaf;
@@ -313,27 +300,22 @@ asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtim
         r.shape = saved.where.extent;
         r.begin = copy->begin();
         r.end = copy->end();
-        r.sink = [c = copy.get()](std::uint64_t off, std::span<const std::byte> raw) {
-          (*c)(off, raw);
-        };
+        r.sink = [copy](std::uint64_t off, std::span<const std::byte> raw) { (*copy)(off, raw); };
         rr.reads.push_back(std::move(r));
-        rr.copies.push_back(std::move(copy));
       });
     }
   }
-  std::vector<rank_reads*> todo;
+  std::vector<std::shared_ptr<rank_reads>> todo;
   for (auto& [r, rr] : by_rank)
-    todo.push_back(&rr);
-  auto ex = co_await asio::this_coro::executor;
-  constexpr std::size_t width = 8;  // rank checkpoints validated / read at once
+    todo.push_back(rr);
   // Every needed rank checkpoint validated before any byte is copied.
-  CKPT_CO_TRY(co_await bounded_all(ex, todo.size(), width, [&](std::size_t i) {
-    const auto& re = ix.ranks[todo[i]->rank];
+  CKPT_CO_TRY(co_await for_each_rank(todo, [&](const std::shared_ptr<rank_reads>& rr) {
+    const auto& re = ix.ranks[rr->rank];
     return open_rank(rt, path / re.dir, detail::expected_commit{re.commit_bytes, re.commit_xxh3},
-                     todo[i]);
+                     rr);
   }));
-  CKPT_CO_TRY(co_await bounded_all(ex, todo.size(), width,
-                                   [&](std::size_t i) { return read_rank(rt, todo[i], opt); }));
+  CKPT_CO_TRY(co_await for_each_rank(
+      todo, [&](const std::shared_ptr<rank_reads>& rr) { return read_rank(rt, rr, opt); }));
   sharded_loaded out;
   out.leaves = std::move(kept);
   out.metadata = std::move(*cf.metadata);
@@ -371,7 +353,7 @@ result<tree> nest(std::vector<sharded_leaf>& leaves) {
 
 asio::awaitable<result<loaded_checkpoint>> load_full_impl(std::shared_ptr<runtime> rt,
                                                           fs::path path, load_options opt) {
-  CKPT_CO_TRY(auto cf, open_sharded(path));
+  CKPT_CO_TRY(auto cf, co_await open_sharded(rt->io(), path));
   CKPT_CO_TRY(auto wanted, whole_leaves(*cf.sharded_index));
   opt.partial = false;
   CKPT_CO_TRY(auto got, co_await load_sharded_impl(rt, path, std::move(wanted), opt));
@@ -413,8 +395,9 @@ result<loaded_checkpoint> load_sharded_full_blocking(fs::path path, load_options
 // Info
 // ---------------------------------------------------------------------------------------------
 
-result<sharded_info> read_sharded_info(const fs::path& path) {
-  CKPT_TRY(auto cf, open_sharded(path));
+result<sharded_info> read_sharded_info(const fs::path& path, std::shared_ptr<runtime> rt) {
+  rt = runtime_or_global(rt);
+  CKPT_TRY(auto cf, detail::run_blocking(rt->executor(), open_sharded(rt->io(), path)));
   sharded_info info;
   const auto& ix = *cf.sharded_index;
   const auto& cm = *cf.sharded_commit;
@@ -438,8 +421,8 @@ result<sharded_info> read_sharded_info(const fs::path& path) {
   return info;
 }
 
-result<bool> is_sharded_checkpoint(const fs::path& path) {
-  auto cf = detail::read_checkpoint_files(path);
+result<bool> is_sharded_checkpoint(const fs::path& path, std::shared_ptr<runtime> rt) {
+  auto cf = checkpoint::read_files_blocking(path, {}, std::move(rt));
   if (!cf) {
     if (cf.error() == errc::not_found || cf.error() == std::errc::not_a_directory) return false;
     return fail(cf.error());

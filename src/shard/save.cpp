@@ -115,10 +115,11 @@ asio::awaitable<result<void>> make_temporary(io::engine& io, fs::path parent, st
   co_return success();
 }
 
-// The size and checksum of `dir/COMMIT`.
-result<detail::expected_commit> commit_of(const fs::path& dir) {
+// The size and checksum of `dir/COMMIT`, read through `rt`'s engine (this thread blocks).
+result<detail::expected_commit> commit_of(const fs::path& dir, const std::shared_ptr<runtime>& rt) {
   CKPT_TRY(std::string text,
-           checkpoint::read_small_file(dir / std::string(format::commit_file), 1 << 20));
+           checkpoint::read_small_file_blocking(dir / std::string(format::commit_file),
+                                                checkpoint::max_commit_file, rt));
   return detail::expected_commit{text.size(), format::checksum(std::as_bytes(std::span(text)))};
 }
 
@@ -305,7 +306,7 @@ result<void> sharded_save_handle::state::commit(const std::vector<std::string>& 
     const auto& m = ms[r];
     auto want_h = format::parse_checksum_hex(std::string_view(m.at("commit_xxh3").as_string()));
     const auto want_bytes = m.at("commit_bytes").to_number<std::uint64_t>();
-    CKPT_TRY(auto got, commit_of(tmp / dir));
+    CKPT_TRY(auto got, commit_of(tmp / dir, rt));
     if (!want_h || got.bytes != want_bytes || got.xxh3 != want_h.value()) {
       return fail(errc::corrupt, (tmp / dir).string() + "/COMMIT is not the one rank " +
                                      std::to_string(r) + " wrote (size " +
@@ -439,7 +440,7 @@ result<void> sharded_save_handle::state::protocol() {
   testing::kill_point("shard_after_local_commit");
   std::string manifest;
   if (local_result) {
-    auto c = commit_of(local);
+    auto c = commit_of(local, rt);
     if (c) {
       std::lock_guard l(stats_mutex);
       manifest = boost::json::serialize(

@@ -227,10 +227,10 @@ std::string pretty_json(const boost::json::value& v, int indent) {
 }
 
 opened open_checkpoint(const std::filesystem::path& path, int error_code) {
-  auto cf = detail::read_checkpoint_files(path);
+  auto cf = checkpoint::read_files_blocking(path);
   if (!cf) throw tool_error(cf.error().message(), error_code);
   if (!cf.value().committed()) {
-    throw tool_error(detail::first_problem(path, cf.value()).message(), error_code);
+    throw tool_error(cf.value().first_problem().message(), error_code);
   }
   if (cf.value().sharded()) {
     throw tool_error(path.string() + " is a sharded checkpoint (" +

@@ -116,7 +116,7 @@ int verify_main(const args& a);
 int diff_main(const args& a);
 int export_main(const args& a);
 /// show for a sharded checkpoint whose small files `cf` holds (committed).
-int show_sharded(const std::filesystem::path& path, const detail::checkpoint_files& cf,
+int show_sharded(const std::filesystem::path& path, const checkpoint::checkpoint_files& cf,
                  const args& a);
 
 }  // namespace ckpt::inspect

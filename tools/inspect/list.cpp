@@ -89,7 +89,7 @@ int list_main(const args& a) {
     }
     e.disk_bytes = disk_bytes(it->path());
     if (e.state.empty()) {
-      auto cf = detail::read_checkpoint_files(it->path());
+      auto cf = checkpoint::read_files_blocking(it->path());
       if (!cf) {
         e.state = "corrupt";
         e.problem = cf.error().message();

@@ -158,7 +158,7 @@ int show_leaf(const opened& ck, const std::string& path, bool json) {
 
 int show_main(const args& a) {
   expect_positional(a, 1, "show CKPT_DIR [--leaf PATH] [--json]");
-  if (auto cf = detail::read_checkpoint_files(a.positional[0]);
+  if (auto cf = checkpoint::read_files_blocking(a.positional[0]);
       cf && cf.value().sharded() && cf.value().committed()) {
     return show_sharded(a.positional[0], cf.value(), a);
   }

@@ -26,7 +26,7 @@ struct rank_indexes {
     ix.resize(six.ranks.size());
     by_path.resize(six.ranks.size());
     for (std::size_t r = 0; r < six.ranks.size(); ++r) {
-      auto cf = detail::read_checkpoint_files(path / six.ranks[r].dir);
+      auto cf = checkpoint::read_files_blocking(path / six.ranks[r].dir);
       if (cf && cf.value().committed() && cf.value().index) {
         ix[r] = std::move(*cf.value().index);
         for (const auto& le : ix[r]->leaves)
@@ -235,7 +235,7 @@ int show_sharded_leaf(const fs::path& path, const format::sharded_index& ix, con
 
 }  // namespace
 
-int show_sharded(const fs::path& path, const detail::checkpoint_files& cf, const args& a) {
+int show_sharded(const fs::path& path, const checkpoint::checkpoint_files& cf, const args& a) {
   const auto& ix = *cf.sharded_index;
   const auto& cm = *cf.sharded_commit;
   const rank_indexes ri(path, ix);
