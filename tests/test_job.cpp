@@ -149,12 +149,15 @@ TEST_CASE("execution spec: paths that escape checkpoints_dir are refused", "[job
   CHECK(test_job::checkpoint_path(spec, "../job-b/step_1").error() == errc::path_escape);
   // Hidden names are ckpt's temporary namespace.
   CHECK(spec.rel_path(".step_1.tmp-1-a").error() == errc::invalid_argument);
-  // Bad spec parts.
+  // Bad spec parts are bad fields, as job.hpp documents (issue 16 #6: they were path_escape).
   auto bad = spec;
   bad.job_name = "..";
-  CHECK(bad.job_dir().error() == errc::path_escape);
+  CHECK(bad.job_dir().error() == errc::invalid_argument);
   bad.job_name = "a/b";
-  CHECK(bad.job_dir().error() == errc::path_escape);
+  CHECK(bad.job_dir().error() == errc::invalid_argument);
+  bad = spec;
+  bad.project = "a/b";
+  CHECK(bad.job_dir().error() == errc::invalid_argument);
   bad.job_name = "";
   CHECK(bad.job_dir().error() == errc::invalid_argument);
   bad = spec;

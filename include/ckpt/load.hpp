@@ -3,7 +3,10 @@
 // Nothing of the caller's memory is touched before the whole checkpoint has been validated:
 // commit marker and index checksum, format version, caps, file names, shapes, chunk bounds and
 // the template match. Every chunk's XXH3 is verified (unless disabled) before it is decoded
-// straight into its destination.
+// straight into its destination. Chunks are checked one by one as they arrive, so a load that
+// fails on a damaged chunk may already have filled other leaves of the template: its error
+// names every template leaf whose memory was written ("the template's memory of N leaves was
+// partly or wholly overwritten ..."); every leaf it does not name is untouched.
 #pragma once
 
 #include <ckpt/error.hpp>

@@ -98,6 +98,12 @@ struct parse_limits {
   std::uint64_t max_file_bytes = 1ull << 46;  ///< 64 TiB
 };
 
+/// What the writer checks before a save writes a byte: the index model `ix` (leaves, nodes,
+/// keys, chunks, files as planned) within the caps a reader applies, so that nothing is
+/// committed that parse_index would refuse. The same messages as the parser's, naming
+/// index.json; errc::limit_exceeded (errc::invalid_argument for a key that is not UTF-8).
+result<void> check_writable(const index& ix, const parse_limits& limits = {});
+
 /// Serialises an index (compact JSON, deterministic). Dict keys and file names are written as
 /// given: they must be valid UTF-8 (see is_valid_utf8), or the index will not parse.
 std::string encode_index(const index& ix);

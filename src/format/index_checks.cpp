@@ -246,3 +246,66 @@ result<void> check_tree(const index& ix) {
 }
 
 }  // namespace ckpt::format::detail
+
+namespace ckpt::format {
+
+namespace detail {
+
+std::string too_deep(std::uint32_t max_depth) {
+  return "tree: nesting deeper than " + std::to_string(max_depth) + " levels";
+}
+std::string key_too_long(std::string_view key, std::uint32_t max_key_bytes) {
+  return "tree: dict key " + shown(key) + " is longer than " + std::to_string(max_key_bytes) +
+         " bytes";
+}
+std::string rank_too_high(const std::string& leaf, std::uint32_t max_rank) {
+  return leaf + ": rank above the cap of " + std::to_string(max_rank);
+}
+std::string too_many(std::uint64_t max, std::string_view what) {
+  return "more than " + std::to_string(max) + " " + std::string(what);
+}
+
+}  // namespace detail
+
+result<void> check_writable(const index& ix, const parse_limits& lim) {
+  const json::error_sink sink{"index.json"};
+  const std::uint32_t max_depth = std::min<std::uint32_t>(lim.max_depth, 1024);
+  if (ix.leaves.size() > lim.max_leaves) {
+    return fail(sink.limit("tree: " + detail::too_many(lim.max_leaves, "leaves")));
+  }
+  if (ix.nodes.size() - ix.leaves.size() > lim.max_tree_nodes) {
+    return fail(
+        sink.limit("tree: " + detail::too_many(lim.max_tree_nodes, "None/dict/list nodes")));
+  }
+  if (ix.files.size() > lim.max_files) {
+    return fail(sink.limit(detail::too_many(lim.max_files, "files")));
+  }
+  // Depth of each node in the pre-order list: a stack of the children still due per level.
+  std::vector<std::uint32_t> due;
+  for (const auto& n : ix.nodes) {
+    while (!due.empty() && due.back() == 0)
+      due.pop_back();
+    if (!due.empty()) --due.back();
+    if (due.size() + 1 > max_depth) return fail(sink.limit(detail::too_deep(max_depth)));
+    const std::string_view key = ix.key(n);
+    if (key.size() > lim.max_key_bytes) {
+      return fail(sink.limit(detail::key_too_long(key, lim.max_key_bytes)));
+    }
+    if (!is_valid_utf8(key)) {
+      return fail(sink.make(errc::invalid_argument,
+                            "tree: dict key " + json::shown(key) + " is not valid UTF-8"));
+    }
+    if (n.kind == tree::kind::dict || n.kind == tree::kind::list) due.push_back(n.children);
+  }
+  std::uint64_t chunks = 0;
+  for (std::size_t i = 0; i < ix.leaves.size(); ++i) {
+    if (ix.leaves[i].shape.size() > lim.max_rank) {
+      return fail(sink.limit(detail::rank_too_high(detail::leaf_name(ix.leaves, i), lim.max_rank)));
+    }
+    chunks += ix.leaves[i].chunks.size();
+  }
+  if (chunks > lim.max_chunks) return fail(sink.limit(detail::too_many(lim.max_chunks, "chunks")));
+  return success();
+}
+
+}  // namespace ckpt::format

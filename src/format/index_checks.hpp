@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ckpt::format::detail {
@@ -19,5 +20,11 @@ result<void> check_extents(const index& ix, std::uint64_t total_chunks);
 /// Dict keys unique; each leaf's path the one its place in the tree implies (the tree's leaf
 /// count must equal ix.leaves.size()).
 result<void> check_tree(const index& ix);
+
+/// The cap messages, one wording for the parser and the writer's check.
+std::string too_deep(std::uint32_t max_depth);
+std::string key_too_long(std::string_view key, std::uint32_t max_key_bytes);
+std::string rank_too_high(const std::string& leaf, std::uint32_t max_rank);
+std::string too_many(std::uint64_t max, std::string_view what);
 
 }  // namespace ckpt::format::detail

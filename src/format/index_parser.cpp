@@ -140,8 +140,8 @@ class index_parser {
   /// None, dict and list nodes are capped like leaves, so memory stays bounded.
   bool count_inner_node() {
     if (++inner_nodes_ > lim_.max_tree_nodes) {
-      return fail(sink.limit("tree: more than " + std::to_string(lim_.max_tree_nodes) +
-                             " None/dict/list nodes"));
+      return fail(
+          sink.limit("tree: " + detail::too_many(lim_.max_tree_nodes, "None/dict/list nodes")));
     }
     return true;
   }
@@ -332,7 +332,7 @@ bool index_parser::parse_files(od::value& v) {
   for (auto el : a) {
     auto where = [&] { return "files[" + std::to_string(ix_.files.size()) + "]"; };
     if (ix_.files.size() >= lim_.max_files) {
-      return fail(sink.limit("more than " + std::to_string(lim_.max_files) + " files"));
+      return fail(sink.limit(detail::too_many(lim_.max_files, "files")));
     }
     od::object o;
     CKPT_OD(el.get_object().get(o), where(), "an object");
@@ -372,7 +372,7 @@ bool index_parser::parse_files(od::value& v) {
 
 bool index_parser::parse_node(od::value& v, std::uint32_t depth, std::string_view key) {
   if (depth > max_depth_) {
-    return fail(sink.limit("tree: nesting deeper than " + std::to_string(max_depth_) + " levels"));
+    return fail(sink.limit(detail::too_deep(max_depth_)));
   }
   od::json_type type;
   CKPT_OD(v.type().get(type), "tree", {});
@@ -405,7 +405,7 @@ bool index_parser::parse_node(od::value& v, std::uint32_t depth, std::string_vie
             " (expected leaf " + std::to_string(tree_leaves_) + " next)"));
       }
       if (++tree_leaves_ > lim_.max_leaves) {
-        return fail(sink.limit("tree: more than " + std::to_string(lim_.max_leaves) + " leaves"));
+        return fail(sink.limit("tree: " + detail::too_many(lim_.max_leaves, "leaves")));
       }
       add_node(tree::kind::leaf, key);
       continue;
@@ -447,8 +447,7 @@ bool index_parser::parse_dict_item(od::value& item, std::uint32_t depth) {
     if (n == 0) {
       CKPT_OD(x.get_string().get(k), "tree dict key", "a string");
       if (k.size() > lim_.max_key_bytes) {
-        return fail(sink.limit("tree: dict key " + shown(k) + " is longer than " +
-                               std::to_string(lim_.max_key_bytes) + " bytes"));
+        return fail(sink.limit(detail::key_too_long(k, lim_.max_key_bytes)));
       }
     } else if (n == 1) {
       if (!parse_node(x, depth + 1, k)) return false;
@@ -470,7 +469,7 @@ bool index_parser::parse_leaves(od::value& v) {
   for (auto el : a) {
     const std::size_t li = ix_.leaves.size();
     if (li >= lim_.max_leaves) {
-      return fail(sink.limit("more than " + std::to_string(lim_.max_leaves) + " leaves"));
+      return fail(sink.limit(detail::too_many(lim_.max_leaves, "leaves")));
     }
     od::object o;
     CKPT_OD(el.get_object().get(o), "leaves[" + std::to_string(li) + "]", "an object");
@@ -524,7 +523,7 @@ bool index_parser::parse_leaf(od::object& o, std::size_t li) {
         CKPT_OD(v.get_array().get(ca), leaf_name(li) + ".chunks", "an array");
         for (auto el : ca) {
           if (++total_chunks_ > lim_.max_chunks) {
-            return fail(sink.limit("more than " + std::to_string(lim_.max_chunks) + " chunks"));
+            return fail(sink.limit(detail::too_many(lim_.max_chunks, "chunks")));
           }
           od::value c;
           CKPT_OD(std::move(el).get(c), leaf_name(li) + ".chunks", {});
@@ -564,8 +563,7 @@ bool index_parser::parse_shape(od::value& v, std::size_t li, leaf_entry& le) {
   std::size_t rank = 0;
   for (auto el : sa) {
     if (rank >= lim_.max_rank) {
-      return fail(
-          sink.limit(leaf_name(li) + ": rank above the cap of " + std::to_string(lim_.max_rank)));
+      return fail(sink.limit(detail::rank_too_high(leaf_name(li), lim_.max_rank)));
     }
     std::int64_t x;
     CKPT_OD(el.get_int64().get(x), leaf_name(li) + ".shape", "integer extents");

@@ -17,11 +17,11 @@ result<void> check_part(std::string_view field, const std::string& value) {
   const std::string quoted = "execution spec " + std::string(field) + " \"" + value + "\"";
   if (value.empty()) return fail(errc::invalid_argument, quoted + " is empty");
   if (value == "." || value == "..") {
-    return fail(errc::path_escape, quoted + " is not a directory name");
+    return fail(errc::invalid_argument, quoted + " is not a directory name");
   }
   if (value[0] == '.') return fail(errc::invalid_argument, quoted + " starts with '.'");
   if (value.find('/') != std::string::npos || value.find('\0') != std::string::npos) {
-    return fail(errc::path_escape, quoted + " holds '/' or NUL");
+    return fail(errc::invalid_argument, quoted + " holds '/' or NUL");
   }
   return success();
 }

@@ -83,10 +83,12 @@ asio::awaitable<std::vector<io::file>> open_data_files(
     if (!st) {
       problem(f, st.error().code(), "cannot stat: " + st.error().what());
       if (stop_at_first) break;
-    } else if (st.value().stx_size != fe.size) {
+    } else if (st.value().stx_size < fe.size) {
+      // (Longer is allowed: after a crash the file system may keep bytes past the synced size;
+      // docs/FORMAT.md "Reader validation" 4.)
       problem(f, make_error_code(errc::corrupt),
               "is " + std::to_string(st.value().stx_size) + " bytes, the index says " +
-                  std::to_string(fe.size) + (st.value().stx_size < fe.size ? " (truncated)" : ""));
+                  std::to_string(fe.size) + " (truncated)");
       if (stop_at_first) break;
     }
   }

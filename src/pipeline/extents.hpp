@@ -54,8 +54,8 @@ std::vector<selection> all_leaves(const format::index& ix);
 /// A data-file problem: the file's index, a code and a message without the file's name.
 using file_problem = std::function<void(std::uint32_t file, std::error_code, std::string)>;
 
-/// Opens the data files marked in `needed` (all when empty) below `cf.dir` and checks each
-/// one's size against the index. Problems go to `problem`; with `stop_at_first` nothing more is
+/// Opens the data files marked in `needed` (all when empty) below `cf.dir` and checks that each
+/// one holds at least the size the index records (a longer file is allowed, FORMAT.md). Problems go to `problem`; with `stop_at_first` nothing more is
 /// opened after one. Returns one entry per index file (fd -1 where not opened); the caller
 /// closes them (close_files).
 boost::asio::awaitable<std::vector<io::file>> open_data_files(

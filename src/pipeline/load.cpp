@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <unordered_map>
 
@@ -96,6 +97,7 @@ struct target {
   std::uint32_t first_chunk = 0;
   std::uint32_t end_chunk = UINT32_MAX;
   const detail::range_read* sink = nullptr;
+  std::string_view caller_leaf = {};  // set when `dest` is the caller's (template's) memory
 };
 
 // Matches a template against the checkpoint (pipeline/match.hpp). Fills `targets` and
@@ -120,7 +122,9 @@ result<void> match_template(const format::index& ix, const tree& tmpl, bool part
     if (!dest.is_writable() || dest.is_spec() || dest.num_bytes() == 0) {
       CKPT_TRY(dest, allocate_leaf(ix.leaves[li]));
     }
+    const bool in_place = dest.mutable_bytes().data() == flat[a].array.bytes().data();
     targets.push_back({li, dest.mutable_bytes()});
+    if (in_place) targets.back().caller_leaf = ix.leaves[li].path;
     restored.emplace(flat[a].path, std::move(dest));
   }
   return success();
@@ -178,6 +182,8 @@ struct reader : std::enable_shared_from_this<reader> {
   std::vector<io::file> files;
   std::vector<pipeline::extent> extents;
   bool verify = true;
+  // Per target: a chunk was decoded into its destination (set on the CPU pool).
+  std::unique_ptr<std::atomic<bool>[]> written;
 
   const format::index& ix() const { return *cf->index; }
   const std::string& where() const { return cf->where; }
@@ -222,11 +228,35 @@ struct reader : std::enable_shared_from_this<reader> {
         t.sink->sink(raw_off, raw);
         continue;
       }
+      written[ref.sel].store(true, std::memory_order_relaxed);
       auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype),
                                     t.dest.subspan(raw_off, c.raw_size));
       if (!r) return fail(std::move(r).error().with_context(where_chunk()));
     }
     return success();
+  }
+
+  // What a failed load already wrote into the caller's memory, for its error (empty: nothing).
+  std::string written_note() const {
+    std::vector<std::string_view> leaves;
+    if (std::none_of(targets.begin(), targets.end(),
+                     [](const target& t) { return !t.caller_leaf.empty(); })) {
+      return {};  // no template memory restored in place
+    }
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+      if (!targets[i].caller_leaf.empty() && written[i].load()) {
+        leaves.push_back(targets[i].caller_leaf);
+      }
+    }
+    if (leaves.empty()) return "nothing was written into the template's memory";
+    std::string s = "the template's memory of " + std::to_string(leaves.size()) + " leaf" +
+                    (leaves.size() == 1 ? "" : "s") +
+                    " was partly or wholly overwritten, every other leaf is untouched:";
+    constexpr std::size_t shown = 20;
+    for (std::size_t i = 0; i < std::min(leaves.size(), shown); ++i)
+      s += std::string(i ? ", " : " ") + "\"" + std::string(leaves[i]) + "\"";
+    if (leaves.size() > shown) s += " and " + std::to_string(leaves.size() - shown) + " more";
+    return s;
   }
 
   asio::awaitable<result<void>> decode_on_pool(std::size_t i, std::span<const std::byte> data) {
@@ -293,8 +323,13 @@ asio::awaitable<result<void>> read_targets(std::shared_ptr<runtime> rt,
   for (const auto& t : rd->targets)
     sels.push_back({t.leaf, t.first_chunk, t.end_chunk});
   rd->extents = pipeline::plan_extents(rd->ix(), sels);
+  rd->written = std::make_unique<std::atomic<bool>[]>(rd->targets.size());
   auto r = co_await rd->run();
   co_await pipeline::close_files(rt->io(), rd->files);
+  if (!r) {
+    const std::string note = rd->written_note();
+    if (!note.empty()) co_return fail(error(r.error().code(), r.error().message() + " (" + note + ")"));
+  }
   co_return r;
 }
 

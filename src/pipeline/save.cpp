@@ -562,6 +562,11 @@ asio::awaitable<void> save_handle::state::run() {
     committed_event.set(std::move(r));
   };
   plan();
+  // Nothing is written that a reader would refuse (the reader's caps, its messages).
+  if (auto w = format::check_writable(ix); !w) {
+    finish(fail(std::move(w).error().with_context("save " + path.string())));
+    co_return;
+  }
   if (capture_left == 0) {
     // Nothing to capture: the caller's buffers are free to change now.
     std::lock_guard l(stats_mutex);
@@ -606,9 +611,21 @@ namespace {
 save_handle start(std::filesystem::path path, const tree& t, boost::json::object metadata,
                   save_options options, bool staged_first) {
   auto s = std::make_shared<save_handle::state>();
+  auto refuse = [&](error e) {
+    s->staged_event.set(fail(e));
+    s->committed_event.set(fail(e));
+    return detail::access::handle<save_handle>(s);
+  };
+  std::error_code ec;
+  auto absolute = path.empty() ? std::filesystem::path() : std::filesystem::absolute(path, ec);
+  if (path.empty() || ec) {
+    return refuse(error(errc::invalid_argument,
+                        "save: checkpoint path \"" + path.string() + "\" is not usable" +
+                            (ec ? " (" + ec.message() + ")" : std::string(" (empty)"))));
+  }
   s->staged_first = staged_first;
   s->rt = runtime_or_global(options.runtime);
-  s->path = std::filesystem::absolute(path).lexically_normal();
+  s->path = absolute.lexically_normal();
   if (!s->path.has_filename() && s->path.has_parent_path()) s->path = s->path.parent_path();
   s->parent = s->path.parent_path();
   s->name = s->path.filename().string();
@@ -620,11 +637,9 @@ save_handle start(std::filesystem::path path, const tree& t, boost::json::object
   for (const auto& l : s->leaves) {
     capture |= l.array.ownership() != ownership::shared && l.array.num_bytes() > 0;
     if (l.array.is_spec()) {
-      auto e = error(errc::invalid_argument, "save " + s->path.string() + ": leaf \"" + l.path +
-                                                 "\" has no bytes (a template spec)");
-      s->staged_event.set(fail(e));
-      s->committed_event.set(fail(e));
-      return detail::access::handle<save_handle>(s);
+      return refuse(error(
+          errc::invalid_argument,
+          "save " + s->path.string() + ": leaf \"" + l.path + "\" has no bytes (a template spec)"));
     }
   }
   // Nothing to capture: the caller may go on at once, without a trip to the pipeline thread.

@@ -511,7 +511,17 @@ sharded_save_handle start_sharded_save(std::shared_ptr<coordinator> coord, fs::p
                                        boost::json::object metadata, sharded_save_options options) {
   auto s = std::make_shared<sharded_save_handle::state>();
   s->coord = std::move(coord);
-  s->path = fs::absolute(path).lexically_normal();
+  std::error_code ec;
+  if (!path.empty()) s->path = fs::absolute(path, ec).lexically_normal();
+  if (path.empty() || ec) {
+    // (Every rank is given the same path: every rank refuses it, none enters a collective.)
+    auto e = error(errc::invalid_argument, "sharded save: checkpoint path \"" + path.string() +
+                                               "\" is not usable" +
+                                               (ec ? " (" + ec.message() + ")" : " (empty)"));
+    s->staged_event.set(fail(e));
+    s->committed_event.set(fail(e));
+    return detail::access::handle<sharded_save_handle>(s);
+  }
   if (!s->path.has_filename() && s->path.has_parent_path()) s->path = s->path.parent_path();
   s->parent = s->path.parent_path();
   s->name = s->path.filename().string();
