@@ -266,6 +266,23 @@ job config {
   CHECK(r.err == "ckpt-inspect: no leaf \"nope\" in ck\n");
 }
 
+TEST_CASE("inspect: show prints a key holding '/' escaped, as its path is written", "[inspect]") {
+  REQUIRE(have_inspect());
+  temp_dir d;
+  auto leaf = ckpt::array::zeros(ckpt::dtype::u8, {4}).value();
+  auto t = ckpt::tree::dict({{"a/b", ckpt::tree::dict({{"c~d", leaf}})}});
+  REQUIRE(ckpt::save_blocking(d / "ck", t, {}));
+  auto r = inspect("show ck", d.path());
+  CHECK(r.rc == 0);
+  // (The outline used to print "a/b", which reads as the nested key b of a.)
+  CHECK_THAT(r.out, Catch::Contains("a~1b "));
+  CHECK_THAT(r.out, Catch::Contains("c~0d "));
+  CHECK_THAT(r.out, !Catch::Contains("a/b "));
+  // The printed path is the one --leaf takes.
+  r = inspect("show ck --leaf a~1b/c~0d", d.path());
+  CHECK(r.rc == 0);
+}
+
 TEST_CASE("inspect: verify golden and corruption", "[inspect]") {
   REQUIRE(have_inspect());
   temp_dir d;

@@ -460,6 +460,62 @@ TEST_CASE("run() - restore - from_checkpoint with and without resume", "[job]") 
   }
 }
 
+namespace {
+// test_config one release later: one more field.
+struct test_config_v2 {
+  int hidden = 4;
+  double lr = 0.1;
+  std::string name = "base";
+  json::object extra;
+  int warmup = 7;
+};
+BOOST_DESCRIBE_STRUCT(test_config_v2, (), (hidden, lr, name, extra, warmup))
+
+class test_job_v2 : public ckpt::restoreable_job<test_config_v2> {
+ public:
+  test_job_v2(execution_spec spec, test_config_v2 config)
+      : restoreable_job(std::move(spec), std::move(config)), weights(8, 0.0f) {}
+  boost::asio::awaitable<result<void>> run() override { co_return ckpt::success(); }
+  boost::asio::awaitable<result<void>> restore_from_path(fs::path rel_path) override {
+    auto t = tree::dict({{"w", array::borrow(std::span<float>(weights), {8}).value()}});
+    auto op = get_tree_and_metadata_from_path(rel_path, t);
+    auto loaded = co_await std::move(op);
+    if (!loaded) co_return ckpt::fail(std::move(loaded).error());
+    co_return ckpt::success();
+  }
+  std::vector<float> weights;
+};
+}  // namespace
+
+TEST_CASE("configs evolve: a new field takes its default, an overlay deletes, typos are named",
+          "[job][config]") {
+  ckpt::test::temp_dir dir;
+  auto spec = make_spec(dir.path());
+  {
+    test_job job(spec, test_config{8, 0.5, "orig", json::object{{"keep", 1}}});
+    REQUIRE(job.run_blocking());
+  }
+  // v2 resumes v1's checkpoint: warmup (new) gets its default; the overlay deletes lr (RFC 7386
+  // null), which falls back to v2's default too.
+  auto r = test_job_v2::from_checkpoint_blocking<test_job_v2>("step_3", spec,
+                                                              json::parse(R"({"lr": null})"), true);
+  REQUIRE(r);
+  const auto& cfg = r.value().second;
+  CHECK(cfg.hidden == 8);
+  CHECK(cfg.name == "orig");
+  CHECK(cfg.warmup == 7);
+  CHECK(cfg.lr == 0.1);
+  CHECK(cfg.extra == json::object{{"keep", 1}});
+  CHECK(r.value().first->weights[0] == 3.0f);
+  // An overlay key the config type lacks is named.
+  auto typo = test_job_v2::from_checkpoint_blocking<test_job_v2>(
+      "step_3", spec, json::parse(R"({"hiden": 16})"), true);
+  REQUIRE_FALSE(typo);
+  CHECK(typo.error() == errc::invalid_argument);
+  CHECK_THAT(typo.error().message(), Catch::Contains("unknown field \"hiden\""));
+  CHECK_THAT(typo.error().message(), Catch::Contains("hidden, lr, name, extra, warmup"));
+}
+
 TEST_CASE("retention keeps the last N and every K-th but never LATEST's target", "[job]") {
   ckpt::test::temp_dir dir;
   auto spec = make_spec(dir.path());

@@ -200,3 +200,23 @@ TEST_CASE("a load that fails on a checksum names the template leaves it already 
     if (msg.find("\"" + fl.path + "\"") == std::string::npos) CHECK(untouched);
   }
 }
+
+TEST_CASE("bf16, f16 and fp8 leaves have C++ storage types for the typed helpers", "[dtype]") {
+  ckpt::test::temp_dir dir;
+  std::vector<ckpt::bfloat16> b(6, ckpt::bfloat16{0x3f80});
+  std::vector<ckpt::float16> h(4, ckpt::float16{0x3c00});
+  std::vector<ckpt::float8_e4m3> e4(3, ckpt::float8_e4m3{0x38});
+  std::vector<ckpt::float8_e5m2> e5(2, ckpt::float8_e5m2{0x3c});
+  STATIC_REQUIRE(ckpt::dtype_of<ckpt::bfloat16> == dtype::bf16);
+  tree t = tree::dict({{"b", array::borrow(std::span(b), {2, 3}).value()},
+                       {"h", array::borrow(std::span(h), {4}).value()},
+                       {"e4", array::borrow(std::span(e4), {3}).value()},
+                       {"e5", array::borrow(std::span(e5), {2}).value()}});
+  CHECK(t.at("b").value()->leaf().dtype() == dtype::bf16);
+  REQUIRE(ckpt::save_blocking(dir / "ck", t, {}));
+  auto back = ckpt::load_blocking(dir / "ck").value().tree;
+  const auto got = back.at("b").value()->leaf().as<ckpt::bfloat16>();
+  CHECK(std::vector<ckpt::bfloat16>(got.begin(), got.end()) == b);
+  CHECK(back.at("e5").value()->leaf().as<ckpt::float8_e5m2>()[1] == e5[1]);
+  CHECK(back == t);
+}

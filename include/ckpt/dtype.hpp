@@ -73,4 +73,34 @@ inline constexpr dtype dtype_of<float> = dtype::f32;
 template <>
 inline constexpr dtype dtype_of<double> = dtype::f64;
 
+/// Storage types for the dtypes C++ has no type for: the element's bits, nothing more, so that
+/// the typed helpers (`array::borrow(std::span<T>)`, `as<T>()`, `dtype_of<T>`) work for them.
+/// They do no arithmetic: convert with the framework that produced the data.
+struct bfloat16 {
+  std::uint16_t bits = 0;
+  friend bool operator==(bfloat16, bfloat16) = default;
+};
+struct float16 {
+  std::uint16_t bits = 0;
+  friend bool operator==(float16, float16) = default;
+};
+struct float8_e4m3 {
+  std::uint8_t bits = 0;
+  friend bool operator==(float8_e4m3, float8_e4m3) = default;
+};
+struct float8_e5m2 {
+  std::uint8_t bits = 0;
+  friend bool operator==(float8_e5m2, float8_e5m2) = default;
+};
+static_assert(sizeof(bfloat16) == 2 && sizeof(float16) == 2 && sizeof(float8_e4m3) == 1 &&
+              sizeof(float8_e5m2) == 1);
+template <>
+inline constexpr dtype dtype_of<bfloat16> = dtype::bf16;
+template <>
+inline constexpr dtype dtype_of<float16> = dtype::f16;
+template <>
+inline constexpr dtype dtype_of<float8_e4m3> = dtype::f8_e4m3;
+template <>
+inline constexpr dtype dtype_of<float8_e5m2> = dtype::f8_e5m2;
+
 }  // namespace ckpt

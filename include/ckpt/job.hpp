@@ -139,6 +139,25 @@ result<C> config_from_json(const boost::json::value& v) {
   }
 }
 
+/// Config evolution: fills what `config` lacks from `defaults` (value_from(C{})), objects
+/// recursively, so that a field added to the config type takes its default on resume (and a
+/// field an overlay deleted with null falls back to it). A key of `config` that `defaults` does
+/// not have is an `errc::invalid_argument` naming it (a typo in an overlay, or a field the type
+/// no longer has). An empty object in `defaults` (a free-form json::object or map member) is
+/// taken as it is.
+result<void> fill_config_defaults(boost::json::value& config, const boost::json::value& defaults);
+
+/// The config a restore converts: the saved one (overlay applied) with C's defaults filled in
+/// where C is default-constructible.
+template <class C>
+result<boost::json::value> config_with_defaults(boost::json::value config) {
+  if constexpr (std::is_default_constructible_v<C>) {
+    CKPT_TRY(auto defaults, config_to_json(C{}));
+    CKPT_TRY(fill_config_defaults(config, defaults));
+  }
+  return config;
+}
+
 /// The job.json object of a save: {"spec": spec, "config": config}.
 boost::json::object make_job_json(const execution_spec& spec, boost::json::value config);
 
@@ -583,7 +602,10 @@ class restoreable_job : public checkpointed_job<C> {
   /// Creates a `Job` from the checkpoint at `checkpoints_dir / rel_path` and restores it.
   ///
   /// The config is the checkpoint's job.json config with `runtime_cfg` overlaid as a JSON merge
-  /// patch (RFC 7386; null: no overlay), converted with value_to<C>. With `resume` the job gets
+  /// patch (RFC 7386; null: no overlay; a null member deletes the key), then, where C is
+  /// default-constructible, every field it lacks taken from C{} (a field added since the save,
+  /// or one the overlay deleted; detail::fill_config_defaults), converted with value_to<C>. A
+  /// key C does not have is an error naming it. With `resume` the job gets
   /// the saved identity: project, group, job_name and run_id (to rejoin logging sessions);
   /// the cluster part (checkpoints_dir, host index/count) always stays the caller's, since it
   /// describes where this process runs, not who the job is. Without `resume` the job keeps
@@ -602,7 +624,12 @@ class restoreable_job : public checkpointed_job<C> {
     if (!path) co_return fail(std::move(path).error());
     auto id = detail::read_checkpoint_identity(path.value(), spec, runtime_cfg, resume);
     if (!id) co_return fail(std::move(id).error());
-    auto config = detail::config_from_json<C>(id.value().config);
+    auto evolved = detail::config_with_defaults<C>(std::move(id.value().config));
+    if (!evolved) {
+      co_return fail(
+          std::move(evolved).error().with_context("restore job from " + path.value().string()));
+    }
+    auto config = detail::config_from_json<C>(evolved.value());
     if (!config) {
       co_return fail(
           std::move(config).error().with_context("restore job from " + path.value().string()));

@@ -133,6 +133,41 @@ json::value json_merge_patch(json::value target, const json::value& patch) {
 
 namespace detail {
 
+namespace {
+void fill(json::value& v, const json::value& defaults, const std::string& at,
+          std::vector<std::string>& unknown) {
+  if (!defaults.is_object() || defaults.get_object().empty() || !v.is_object()) return;
+  auto& o = v.get_object();
+  const auto& d = defaults.get_object();
+  for (const auto& [key, value] : o) {
+    if (!d.contains(key)) unknown.push_back(at + std::string(key));
+  }
+  for (const auto& [key, value] : d) {
+    if (auto* have = o.if_contains(key)) {
+      fill(*have, value, at + std::string(key) + ".", unknown);
+    } else {
+      o[key] = value;
+    }
+  }
+}
+}  // namespace
+
+result<void> fill_config_defaults(json::value& config, const json::value& defaults) {
+  if (config.is_null()) config = json::object();
+  std::vector<std::string> unknown;
+  fill(config, defaults, "", unknown);
+  if (unknown.empty()) return success();
+  std::string names;
+  for (const auto& u : unknown)
+    names += (names.empty() ? "\"" : ", \"") + u + "\"";
+  std::string known;
+  for (const auto& [key, value] : defaults.get_object())
+    known += (known.empty() ? "" : ", ") + std::string(key);
+  return fail(errc::invalid_argument, "config: unknown field" +
+                                          std::string(unknown.size() == 1 ? " " : "s ") + names +
+                                          " (the config type has: " + known + ")");
+}
+
 json::object make_job_json(const execution_spec& spec, json::value config) {
   return json::object{{"spec", json::value_from(spec)}, {"config", std::move(config)}};
 }

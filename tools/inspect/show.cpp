@@ -81,7 +81,7 @@ totals outline(const tree& t, const std::string& label, int depth, const format:
       totals sum;
       if (dict) {
         for (const auto& [k, v] : t.items()) {
-          auto c = outline(v, k, depth + 1, ix, next, out);
+          auto c = outline(v, escape_key(k), depth + 1, ix, next, out);
           sum.logical += c.logical;
           sum.stored += c.stored;
         }
@@ -211,7 +211,7 @@ int show_main(const args& a) {
   const tree& root = ck.structure;
   if (root.is_dict()) {
     for (const auto& [k, v] : root.items())
-      outline(v, k, 0, ix, next, t);
+      outline(v, escape_key(k), 0, ix, next, t);
   } else if (root.is_list()) {
     for (std::size_t i = 0; i < root.elements().size(); ++i)
       outline(root.elements()[i], std::to_string(i), 0, ix, next, t);
