@@ -168,11 +168,10 @@ class train_job : public ckpt::restoreable_job<train_config> {
     std::string pending_suffix;
     auto finish_pending = [&]() -> asio::awaitable<result<void>> {
       if (!pending) co_return ckpt::success();
-      auto committed = co_await pending->committed();
-      if (!committed) co_return committed;
-      auto reg = register_latest(pending_suffix);
-      if (!reg) co_return reg;
-      const auto st = pending->stats();
+      // Durable, then registered as LATEST (retention runs in the background).
+      auto registered = co_await commit_and_register(*pending, pending_suffix);
+      if (!registered) co_return ckpt::fail(std::move(registered).error());
+      const auto st = registered.value();
       std::printf("ckpt %s committed: staged %.1f ms, committed %.1f ms, %.1f MiB -> %.1f MiB\n",
                   pending_suffix.c_str(), st.staged_s * 1e3, st.committed_s * 1e3,
                   static_cast<double>(st.logical_bytes) / (1 << 20),

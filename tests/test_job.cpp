@@ -516,6 +516,58 @@ TEST_CASE("configs evolve: a new field takes its default, an overlay deletes, ty
   CHECK_THAT(typo.error().message(), Catch::Contains("hidden, lr, name, extra, warmup"));
 }
 
+TEST_CASE("save_and_register: one call saves, registers LATEST and starts retention", "[job]") {
+  ckpt::test::temp_dir dir;
+  auto spec = make_spec(dir.path());
+  test_job job(spec, {});
+  job.set_retention({2, 0});
+  const tree t = job.state();  // what test_job restores
+  for (int step = 1; step <= 3; ++step) {
+    const std::string suffix = "step_" + std::to_string(step);
+    auto s = job.save_and_register_blocking(suffix, t, json::object{{"step", step}});
+    REQUIRE(s);
+    CHECK(s.value().logical_bytes > 0);
+    CHECK(test_job::latest(spec).value() == std::optional<std::string>(suffix));
+  }
+  REQUIRE(job.wait_retention());
+  CHECK(test_job::checkpoints(spec).value() == std::vector<std::string>{"step_2", "step_3"});
+  // Awaitable, and the overlapping form: staged, then commit_and_register.
+  REQUIRE(run_coro(job.save_and_register("step_4", t, json::object{{"step", 4}})));
+  auto h = job.start_save_tree_and_metadata("step_5", t, json::object{{"step", 5}});
+  REQUIRE(h);
+  REQUIRE(h.value().wait_staged());
+  REQUIRE(run_coro(job.commit_and_register(h.value(), "step_5")));
+  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_5"));
+  // A failed save registers nothing.
+  auto again = job.save_and_register_blocking("step_5", t, {});
+  CHECK(again.error() == errc::already_exists);
+  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_5"));
+  // job_from_checkpoint names the job type once.
+  REQUIRE(job.wait_retention());
+  auto restored = ckpt::job_from_checkpoint_blocking<test_job>("step_5", spec);
+  INFO((restored ? std::string("ok") : restored.error().message()));
+  REQUIRE(restored);
+  CHECK(restored.value().first->restored_from == fs::path("proj/grp/job-a/step_5"));
+  CHECK(restored.value().first->step == 5);
+}
+
+TEST_CASE("job errors name the checkpoint path once", "[job]") {
+  ckpt::test::temp_dir dir;
+  auto spec = make_spec(dir.path());
+  test_job job(spec, {});
+  REQUIRE(job.save_tree_and_metadata_blocking("step_1", small_tree(1.0f), {}));
+  const tree wrong = tree::dict({{"other", array::zeros(dtype::f32, {2}).value()}});
+  auto r = job.get_tree_and_metadata_blocking("step_1", wrong);
+  REQUIRE_FALSE(r);
+  const std::string msg = r.error().message();
+  const std::string p = job.job_dir().value().string() + "/step_1";
+  INFO(msg);
+  const auto first = msg.find(p);
+  REQUIRE(first != std::string::npos);
+  CHECK(msg.find(p + ":", first + p.size()) == std::string::npos);
+  CHECK(msg.rfind("load: ", 0) == 0);
+}
+
 TEST_CASE("retention keeps the last N and every K-th but never LATEST's target", "[job]") {
   ckpt::test::temp_dir dir;
   auto spec = make_spec(dir.path());

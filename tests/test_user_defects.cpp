@@ -220,3 +220,25 @@ TEST_CASE("bf16, f16 and fp8 leaves have C++ storage types for the typed helpers
   CHECK(back.at("e5").value()->leaf().as<ckpt::float8_e5m2>()[1] == e5[1]);
   CHECK(back == t);
 }
+
+TEST_CASE("a read-only template leaf gets a fresh array, or an error with in_place_only",
+          "[load][template]") {
+  ckpt::test::temp_dir dir;
+  std::vector<float> saved(16, 2.0f);
+  tree t = tree::dict({{"w", array::borrow(std::span(saved), {16}).value()}});
+  REQUIRE(ckpt::save_blocking(dir / "ck", t, {}));
+  const std::vector<float> mine(16, 0.0f);
+  tree tmpl = tree::dict({{"w", array::borrow(std::span<const float>(mine), {16}).value()}});
+  auto r = ckpt::load_blocking(dir / "ck", &tmpl);
+  REQUIRE(r);
+  const auto& w = r.value().tree.at("w").value()->leaf();
+  CHECK(w.bytes().data() != static_cast<const void*>(mine.data()));  // a fresh array ...
+  CHECK(w.as<float>()[3] == 2.0f);
+  CHECK(mine[3] == 0.0f);  // ... the read-only memory untouched
+  ckpt::load_options strict;
+  strict.in_place_only = true;
+  auto e = ckpt::load_blocking(dir / "ck", &tmpl, strict);
+  REQUIRE_FALSE(e);
+  CHECK(e.error() == errc::invalid_argument);
+  CHECK_THAT(e.error().message(), Catch::Contains("template leaf \"w\" is read-only"));
+}

@@ -57,6 +57,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -156,6 +157,14 @@ result<boost::json::value> config_with_defaults(boost::json::value config) {
     CKPT_TRY(fill_config_defaults(config, defaults));
   }
   return config;
+}
+
+/// `e` with "<what> <path>" in front, or only "<what>" when its message already names `path`:
+/// each layer adds its context once ("load /p: /p/index.json: ..." read twice).
+inline error with_path_context(error e, std::string_view what, const std::filesystem::path& path) {
+  const std::string p = path.string();
+  if (e.message().find(p) != std::string::npos) return std::move(e).with_context(what);
+  return std::move(e).with_context(std::string(what) + " " + p);
 }
 
 /// The job.json object of a save: {"spec": spec, "config": config}.
@@ -334,7 +343,7 @@ class checkpointed_job : public basic_job<C> {
     auto op = ckpt::load(path.value(), &template_tree, std::move(options));
     auto loaded = co_await std::move(op);
     if (!loaded)
-      co_return fail(std::move(loaded).error().with_context("load " + path.value().string()));
+      co_return fail(detail::with_path_context(std::move(loaded).error(), "load", path.value()));
     co_return tree_and_metadata{std::move(loaded.value().tree), std::move(loaded.value().metadata)};
   }
   /// The same for this job's own checkpoint `suffix`.
@@ -561,6 +570,35 @@ class restoreable_job : public checkpointed_job<C> {
     return this->agree_if_coordinated(std::move(r));
   }
 
+  /// The one call that checkpoints a training loop's state: saves `t` and `metadata` as this
+  /// job's checkpoint `suffix`, waits for the commit, registers it as LATEST and starts
+  /// retention (register_latest). To keep training while it is written instead: h =
+  /// start_save_tree_and_metadata(suffix, t, metadata), co_await h.staged(), train on, then
+  /// co_await commit_and_register(h, suffix). `t` must stay alive until the await completes.
+  boost::asio::awaitable<result<save_stats>> save_and_register(std::filesystem::path suffix,
+                                                               const tree& t,
+                                                               boost::json::object metadata = {}) {
+    auto h = this->start_save_tree_and_metadata(suffix, t, std::move(metadata));
+    if (!h) co_return fail(std::move(h).error());
+    auto op = commit_and_register(std::move(h).value(), std::move(suffix));
+    co_return co_await std::move(op);
+  }
+  /// Awaits `h`'s commit, then register_latest(suffix); the save's stats.
+  boost::asio::awaitable<result<save_stats>> commit_and_register(save_handle h,
+                                                                 std::filesystem::path suffix) {
+    auto c = co_await h.committed();
+    if (!c) co_return fail(std::move(c).error());
+    auto r = register_latest(suffix);
+    if (!r) co_return fail(std::move(r).error());
+    co_return h.stats();
+  }
+  /// Blocking form of save_and_register.
+  result<save_stats> save_and_register_blocking(std::filesystem::path suffix, const tree& t,
+                                                boost::json::object metadata = {}) {
+    return detail::run_on_private_context(
+        save_and_register(std::move(suffix), t, std::move(metadata)));
+  }
+
   /// Sets the retention applied after each register_latest (default: keep everything).
   void set_retention(store::retention_options options) noexcept { retention_ = options; }
   const store::retention_options& retention() const noexcept { return retention_; }
@@ -627,19 +665,19 @@ class restoreable_job : public checkpointed_job<C> {
     auto evolved = detail::config_with_defaults<C>(std::move(id.value().config));
     if (!evolved) {
       co_return fail(
-          std::move(evolved).error().with_context("restore job from " + path.value().string()));
+          detail::with_path_context(std::move(evolved).error(), "restore job", path.value()));
     }
     auto config = detail::config_from_json<C>(evolved.value());
     if (!config) {
       co_return fail(
-          std::move(config).error().with_context("restore job from " + path.value().string()));
+          detail::with_path_context(std::move(config).error(), "restore job", path.value()));
     }
     auto job = std::make_unique<Job>(std::move(id.value().spec), config.value());
     auto op = job->restore_from_path(rel_path);
     auto restored = co_await std::move(op);
     if (!restored) {
       co_return fail(
-          std::move(restored).error().with_context("restore job from " + path.value().string()));
+          detail::with_path_context(std::move(restored).error(), "restore job", path.value()));
     }
     co_return std::pair<std::unique_ptr<Job>, C>(std::move(job), std::move(config).value());
   }
@@ -691,6 +729,22 @@ class restoreable_job : public checkpointed_job<C> {
   std::future<result<store::retention_report>> retention_task_;
   std::optional<error> retention_error_;  // of a pass nobody collected
 };
+
+/// restoreable_job<C>::from_checkpoint<Job> without naming the job type twice:
+/// `auto r = co_await ckpt::job_from_checkpoint<MyJob>("step_100", spec);`.
+template <class Job>
+auto job_from_checkpoint(std::filesystem::path suffix, execution_spec spec,
+                         boost::json::value runtime_cfg = nullptr, bool resume = false) {
+  return Job::template from_checkpoint<Job>(std::move(suffix), std::move(spec),
+                                            std::move(runtime_cfg), resume);
+}
+/// Blocking form of job_from_checkpoint.
+template <class Job>
+auto job_from_checkpoint_blocking(std::filesystem::path suffix, execution_spec spec,
+                                  boost::json::value runtime_cfg = nullptr, bool resume = false) {
+  return Job::template from_checkpoint_blocking<Job>(std::move(suffix), std::move(spec),
+                                                     std::move(runtime_cfg), resume);
+}
 
 /// Seed spellings.
 template <class C>

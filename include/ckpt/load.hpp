@@ -34,6 +34,11 @@ struct load_options {
   bool verify_checksums = true;
   /// Read data files with O_DIRECT where the file system allows it.
   bool direct_io = true;
+  /// A template leaf restored in place must have writable memory: false (default) gives a
+  /// read-only leaf (a const borrow, a shared array) a fresh owned array in the result, as a
+  /// spec leaf gets one; true makes such a leaf an errc::invalid_argument naming it, for callers
+  /// that rely on the load filling their memory. Spec leaves are always allocated.
+  bool in_place_only = false;
   /// The runtime to run on; null means runtime::global().
   std::shared_ptr<ckpt::runtime> runtime;
 };
@@ -41,7 +46,8 @@ struct load_options {
 struct loaded_checkpoint {
   /// The restored tree. With a template: the template's structure (in partial mode pruned to
   /// the restored leaves); leaves that had writable memory in the template were filled in place
-  /// (the same memory), spec leaves got fresh owned arrays. Without one: the tree as saved.
+  /// (the same memory); spec leaves and read-only leaves got fresh owned arrays (compare
+  /// data pointers, or set load_options::in_place_only). Without one: the tree as saved.
   ckpt::tree tree;
   boost::json::object metadata;
   /// job.json when the checkpoint has one.

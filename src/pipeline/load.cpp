@@ -102,7 +102,7 @@ struct target {
 
 // Matches a template against the checkpoint (pipeline/match.hpp). Fills `targets` and
 // `restored` (template path -> restored array) or reports every mismatch.
-result<void> match_template(const format::index& ix, const tree& tmpl, bool partial,
+result<void> match_template(const format::index& ix, const tree& tmpl, const load_options& opt,
                             std::vector<target>& targets,
                             std::unordered_map<std::string, ckpt::array>& restored,
                             const std::string& where) {
@@ -114,11 +114,16 @@ result<void> match_template(const format::index& ix, const tree& tmpl, bool part
   saved.reserve(ix.leaves.size());
   for (const auto& le : ix.leaves)
     saved.push_back({le.path, le.dtype, le.shape});
-  CKPT_TRY(auto matched, pipeline::match_leaves(asked, saved, partial, {}, where));
+  CKPT_TRY(auto matched, pipeline::match_leaves(asked, saved, opt.partial, {}, where));
   for (std::size_t a = 0; a < flat.size(); ++a) {
     if (matched[a] < 0) continue;
     const auto li = static_cast<std::uint32_t>(matched[a]);
     ckpt::array dest = flat[a].array;
+    if (opt.in_place_only && !dest.is_writable() && !dest.is_spec() && dest.num_bytes() > 0) {
+      return fail(errc::invalid_argument, where + ": template leaf \"" + flat[a].path +
+                                              "\" is read-only (" + dest.describe() +
+                                              "), and load_options::in_place_only is set");
+    }
     if (!dest.is_writable() || dest.is_spec() || dest.num_bytes() == 0) {
       CKPT_TRY(dest, allocate_leaf(ix.leaves[li]));
     }
@@ -328,7 +333,8 @@ asio::awaitable<result<void>> read_targets(std::shared_ptr<runtime> rt,
   co_await pipeline::close_files(rt->io(), rd->files);
   if (!r) {
     const std::string note = rd->written_note();
-    if (!note.empty()) co_return fail(error(r.error().code(), r.error().message() + " (" + note + ")"));
+    if (!note.empty())
+      co_return fail(error(r.error().code(), r.error().message() + " (" + note + ")"));
   }
   co_return r;
 }
@@ -373,7 +379,7 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
     }
   } else if (tmpl) {
     shape_tree = *tmpl;
-    m = match_template(ix, *tmpl, opt.partial, targets, restored, cf->where);
+    m = match_template(ix, *tmpl, opt, targets, restored, cf->where);
   } else {
     targets.reserve(ix.leaves.size());
     auto t = format::build_tree(ix, [&](std::size_t i) -> result<ckpt::array> {
