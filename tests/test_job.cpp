@@ -551,6 +551,25 @@ TEST_CASE("save_and_register: one call saves, registers LATEST and starts retent
   CHECK(restored.value().first->step == 5);
 }
 
+TEST_CASE("job.json comes with a job's load and has an awaitable reader", "[job]") {
+  ckpt::test::temp_dir dir;
+  auto spec = make_spec(dir.path());
+  test_job job(spec, test_config{16, 0.5, "j", {}});
+  const tree t = job.state();
+  REQUIRE(job.save_tree_and_metadata_blocking("step_1", t, {}));
+  auto got = job.get_tree_and_metadata_blocking("step_1", t);
+  REQUIRE(got);
+  REQUIRE(got.value().job);
+  CHECK(got.value().job->at("config").at("hidden").as_int64() == 16);
+  CHECK(got.value().job->at("spec").at("job_name").as_string() == "job-a");
+  const auto path = job.job_dir().value() / "step_1";
+  auto j = run_coro(ckpt::load_job(path));
+  REQUIRE(j);
+  CHECK(j.value() == *got.value().job);
+  REQUIRE(ckpt::save_blocking(dir / "plain", t, {}));
+  CHECK(run_coro(ckpt::load_job(dir / "plain")).error() == errc::not_found);
+}
+
 TEST_CASE("job errors name the checkpoint path once", "[job]") {
   ckpt::test::temp_dir dir;
   auto spec = make_spec(dir.path());

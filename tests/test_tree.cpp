@@ -119,3 +119,28 @@ TEST_CASE("structural vs value equality", "[tree]") {
   copy.set("extra", tree());
   CHECK_FALSE(copy.same_structure(x));
 }
+
+TEST_CASE("dict and list builders have a moving form for deep trees", "[tree]") {
+  // Deep nesting: with the initializer-list form every level copies the subtree below it
+  // (quadratic: a 20,000-deep chain took 24 s); the moving form does not.
+  ckpt::tree chain(ckpt::array::zeros(ckpt::dtype::f32, {1}).value());
+  ckpt::tree by_set = chain;
+  for (int i = 0; i < 2000; ++i) {
+    std::vector<ckpt::tree::item> items;
+    items.emplace_back("d", std::move(chain));
+    chain = ckpt::tree::dict(std::move(items));
+    ckpt::tree d = ckpt::tree::dict();
+    d.set("d", std::move(by_set));
+    by_set = std::move(d);
+  }
+  CHECK(chain == by_set);
+  std::vector<ckpt::tree> elems;
+  elems.emplace_back(ckpt::tree());
+  elems.emplace_back(std::move(chain));
+  auto l = ckpt::tree::list(std::move(elems));
+  CHECK(l.elements().size() == 2);
+  std::vector<ckpt::tree::item> dup;
+  dup.emplace_back("k", ckpt::tree());
+  dup.emplace_back("k", ckpt::tree());
+  CHECK_THROWS_AS(ckpt::tree::dict(std::move(dup)), std::invalid_argument);
+}

@@ -307,6 +307,8 @@ class basic_job {
 struct tree_and_metadata {
   ckpt::tree tree;
   boost::json::object metadata;
+  /// The checkpoint's job.json ({"spec", "config"}), when it has one.
+  std::optional<boost::json::object> job;
 };
 
 /// A job that saves and loads checkpoints under `checkpoints_dir`. Every save also writes the
@@ -344,7 +346,8 @@ class checkpointed_job : public basic_job<C> {
     auto loaded = co_await std::move(op);
     if (!loaded)
       co_return fail(detail::with_path_context(std::move(loaded).error(), "load", path.value()));
-    co_return tree_and_metadata{std::move(loaded.value().tree), std::move(loaded.value().metadata)};
+    co_return tree_and_metadata{std::move(loaded.value().tree), std::move(loaded.value().metadata),
+                                std::move(loaded.value().job)};
   }
   /// The same for this job's own checkpoint `suffix`.
   boost::asio::awaitable<result<tree_and_metadata>> get_tree_and_metadata(

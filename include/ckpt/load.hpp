@@ -75,7 +75,9 @@ boost::asio::awaitable<result<boost::json::object>> load_metadata(
     std::filesystem::path path, std::shared_ptr<runtime> rt = nullptr);
 result<boost::json::object> load_metadata_blocking(std::filesystem::path path,
                                                    std::shared_ptr<runtime> rt = nullptr);
-/// job.json only (errc::not_found when the checkpoint has none).
+/// job.json only (errc::not_found when the checkpoint has none), checked as metadata.json is.
+boost::asio::awaitable<result<boost::json::object>> load_job(std::filesystem::path path,
+                                                             std::shared_ptr<runtime> rt = nullptr);
 result<boost::json::object> load_job_blocking(std::filesystem::path path,
                                               std::shared_ptr<runtime> rt = nullptr);
 

@@ -42,10 +42,17 @@ class tree {
   ~tree();
 
   /// An empty dict, or one built from items in order: `tree::dict({{"w", w}, {"b", b}})`.
-  /// Duplicate keys are a programming error (std::invalid_argument).
+  /// Duplicate keys are a programming error (std::invalid_argument). An initializer list is
+  /// const, so each value is copied: leaves share their memory, but a dict or list value is
+  /// copied node by node. To nest deep trees without copies, use set()/append() or the
+  /// std::vector overloads with std::move'd values.
   static tree dict(std::initializer_list<item> items = {});
-  /// An empty list, or one built from elements in order.
+  /// The same, moving the values out of `items`.
+  static tree dict(std::vector<item>&& items);
+  /// An empty list, or one built from elements in order (copied, as for dict).
   static tree list(std::initializer_list<tree> elements = {});
+  /// The same, moving the elements.
+  static tree list(std::vector<tree>&& elements);
 
   kind type() const noexcept { return kind_; }
   bool is_none() const noexcept { return kind_ == kind::none; }

@@ -90,6 +90,25 @@ tree tree::dict(std::initializer_list<item> items) {
   return t;
 }
 
+tree tree::dict(std::vector<item>&& items) {
+  tree t;
+  t.kind_ = kind::dict;
+  t.node_ = std::make_unique<node>();
+  for (auto& [k, v] : items) {
+    if (t.get(k)) throw std::invalid_argument("ckpt::tree::dict: duplicate key \"" + k + "\"");
+    t.set(k, std::move(v));
+  }
+  return t;
+}
+
+tree tree::list(std::vector<tree>&& elements) {
+  tree t;
+  t.kind_ = kind::list;
+  t.node_ = std::make_unique<node>();
+  t.node_->elements = std::move(elements);
+  return t;
+}
+
 tree tree::list(std::initializer_list<tree> elements) {
   tree t;
   t.kind_ = kind::list;

@@ -562,6 +562,14 @@ result<boost::json::object> load_metadata_blocking(std::filesystem::path path,
   return std::move(*cf->metadata);
 }
 
+asio::awaitable<result<boost::json::object>> load_job(std::filesystem::path path,
+                                                      std::shared_ptr<runtime> rt) {
+  rt = runtime_or_global(rt);
+  CKPT_CO_TRY(auto cf, co_await detail::run_on(rt->executor(), open_meta(rt, path, false)));
+  if (!cf->job) co_return fail(errc::not_found, path.string() + " has no job.json");
+  co_return std::move(*cf->job);
+}
+
 result<boost::json::object> load_job_blocking(std::filesystem::path path,
                                               std::shared_ptr<runtime> rt) {
   rt = runtime_or_global(rt);

@@ -5,6 +5,7 @@
 // buffer. A unit's life: capture (borrowed/owned leaves, in unit order, so `staged` costs about
 // a memcpy) -> encode in place -> O_DIRECT write -> buffer back to the pool.
 #include "checkpoint/durable.hpp"
+#include "checkpoint/files.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
 #include "io/async.hpp"
@@ -498,6 +499,22 @@ asio::awaitable<result<void>> save_handle::state::commit() {
     cm.has_job = true;
     cm.job_bytes = job.size();
     cm.job_xxh3 = format::checksum(std::as_bytes(std::span(job)));
+  }
+  // The small files within the reader's caps (checkpoint/files.hpp, format::parse_limits).
+  struct small_file {
+    std::string_view name;
+    std::uint64_t size, cap;
+  };
+  const small_file small[] = {
+      {format::metadata_file, meta.size(), checkpoint::max_small_file},
+      {format::job_file, job.size(), checkpoint::max_small_file},
+      {format::index_file, index_json.size(), format::parse_limits{}.max_index_bytes}};
+  for (const auto& f : small) {
+    if (f.size > f.cap) {
+      co_return fail(errc::limit_exceeded,
+                     std::string(f.name) + " would be " + std::to_string(f.size) +
+                         " bytes, more than a reader's cap of " + std::to_string(f.cap));
+    }
   }
   for (auto e : file_ends)
     cm.stored_bytes += e;
