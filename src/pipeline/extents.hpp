@@ -55,9 +55,9 @@ std::vector<selection> all_leaves(const format::index& ix);
 using file_problem = std::function<void(std::uint32_t file, std::error_code, std::string)>;
 
 /// Opens the data files marked in `needed` (all when empty) below `cf.dir` and checks that each
-/// one holds at least the size the index records (a longer file is allowed, FORMAT.md). Problems go to `problem`; with `stop_at_first` nothing more is
-/// opened after one. Returns one entry per index file (fd -1 where not opened); the caller
-/// closes them (close_files).
+/// one holds at least the size the index records (a longer file is allowed, FORMAT.md). Problems go
+/// to `problem`; with `stop_at_first` nothing more is opened after one. Returns one entry per index
+/// file (fd -1 where not opened); the caller closes them (close_files).
 boost::asio::awaitable<std::vector<io::file>> open_data_files(
     io::engine& io, const checkpoint::checkpoint_files& cf, const format::index& ix,
     const std::vector<bool>& needed, bool direct, bool stop_at_first, const file_problem& problem);

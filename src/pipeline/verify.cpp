@@ -144,6 +144,10 @@ asio::awaitable<result<verify_report>> verify_sharded_impl(std::shared_ptr<runti
                                                            std::filesystem::path path,
                                                            checkpoint_files cf, verify_options opt);
 
+asio::awaitable<verify_report> verify_files(std::shared_ptr<runtime> rt,
+                                            std::shared_ptr<checkpoint_files> cf,
+                                            verify_options opt);
+
 asio::awaitable<result<verify_report>> verify_impl(std::shared_ptr<runtime> rt,
                                                    std::filesystem::path path, verify_options opt) {
   auto& io = rt->io();
@@ -158,6 +162,15 @@ asio::awaitable<result<verify_report>> verify_impl(std::shared_ptr<runtime> rt,
   if (cf->sharded()) {
     co_return co_await verify_sharded_impl(rt, std::move(path), std::move(*cf), std::move(opt));
   }
+  co_return co_await verify_files(rt, std::move(cf), std::move(opt));
+}
+
+// An ordinary checkpoint whose small files `cf` holds (its directory open when it has an index;
+// closed here).
+asio::awaitable<verify_report> verify_files(std::shared_ptr<runtime> rt,
+                                            std::shared_ptr<checkpoint_files> cf,
+                                            verify_options opt) {
+  auto& io = rt->io();
   verify_report rep;
   rep.problems = cf->problems;
   rep.committed = cf->committed();
@@ -237,36 +250,32 @@ asio::awaitable<result<verify_report>> verify_sharded_impl(std::shared_ptr<runti
           {re.dir + (file.empty() ? "" : "/" + file), std::move(leaf), -1, -1, std::move(msg)});
       rep.committed = false;
     };
-    // Its COMMIT is the one the sharded index records.
-    {
-      auto d = co_await io.open(AT_FDCWD, dir.string(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (!d) {
-        problem("", "",
-                d.error() == std::errc::no_such_file_or_directory
-                    ? std::string("missing")
-                    : "cannot open: " + d.error().what());
-        continue;
-      }
-      auto text = co_await checkpoint::read_small_file(
-          io, d.value().fd, std::string(format::commit_file), checkpoint::max_commit_file);
-      (void)co_await io.close(d.value());
-      if (text) {
-        const std::uint64_t h = format::checksum(std::as_bytes(std::span(text.value())));
-        if (text.value().size() != re.commit_bytes || h != re.commit_xxh3) {
-          problem("COMMIT", "",
-                  "is " + std::to_string(text.value().size()) + " bytes with checksum " +
-                      format::checksum_hex(h) + ", the sharded index records " +
-                      std::to_string(re.commit_bytes) + " bytes with " +
-                      format::checksum_hex(re.commit_xxh3));
-        }
-      }
-    }
-    auto sub = co_await verify_impl(rt, dir, opt);
-    if (!sub) {
-      problem("", "", sub.error().message());
+    // The rank's small files, read once: its COMMIT against the sharded index, then the rank
+    // checkpoint in full, then its index against the slices.
+    checkpoint::read_options ro;
+    ro.keep_dir = true;
+    auto read = co_await checkpoint::read_files(io, dir, ro);
+    if (!read) {
+      problem("", "",
+              read.error() == errc::not_found ? std::string("missing") : read.error().what());
       continue;
     }
-    auto& s = sub.value();
+    auto rcf = std::make_shared<checkpoint_files>(std::move(read).value());
+    if (rcf->commit_bytes != 0 || rcf->commit_xxh3 != 0) {  // (COMMIT was read)
+      if (rcf->commit_bytes != re.commit_bytes || rcf->commit_xxh3 != re.commit_xxh3) {
+        problem("COMMIT", "",
+                "is " + std::to_string(rcf->commit_bytes) + " bytes with checksum " +
+                    format::checksum_hex(rcf->commit_xxh3) + ", the sharded index records " +
+                    std::to_string(re.commit_bytes) + " bytes with " +
+                    format::checksum_hex(re.commit_xxh3));
+      }
+    }
+    if (!rcf->index) {
+      (void)co_await io.close(rcf->dir);
+      rcf->dir.fd = -1;
+    }
+    auto sub = co_await verify_files(rt, rcf, opt);
+    auto& s = sub;
     rep.committed = rep.committed && s.committed;
     rep.files += s.files;
     rep.chunks += s.chunks;
@@ -278,10 +287,9 @@ asio::awaitable<result<verify_report>> verify_sharded_impl(std::shared_ptr<runti
       rep.problems.push_back(std::move(p));
     }
     // Every slice this rank holds is a leaf of its index with the slice's dtype and shape.
-    auto rcf = co_await checkpoint::read_files(io, dir);
-    if (!rcf || !rcf.value().index) continue;  // (reported by the rank's own verification)
+    if (!rcf->index) continue;  // (reported by the rank's own verification)
     std::unordered_map<std::string_view, const format::leaf_entry*> by_path;
-    for (const auto& le : rcf.value().index->leaves)
+    for (const auto& le : rcf->index->leaves)
       by_path.emplace(le.path, &le);
     for (const auto& gl : six.leaves) {
       for (const auto& sl : gl.slices) {

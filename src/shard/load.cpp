@@ -232,12 +232,12 @@ asio::awaitable<result<checkpoint::checkpoint_files>> open_sharded(io::engine& i
   co_return cf;
 }
 
-asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtime> rt,
-                                                          fs::path path,
-                                                          std::vector<sharded_leaf> wanted,
-                                                          load_options opt) {
+// The wanted slices from the sharded checkpoint at `path`, whose small files `cf` holds.
+asio::awaitable<result<sharded_loaded>> load_slices(std::shared_ptr<runtime> rt, fs::path path,
+                                                    checkpoint::checkpoint_files cf,
+                                                    std::vector<sharded_leaf> wanted,
+                                                    load_options opt) {
   const std::string where = path.string();
-  CKPT_CO_TRY(auto cf, co_await open_sharded(rt->io(), path));
   const format::sharded_index& ix = *cf.sharded_index;
 
   // Match the request against the index (pipeline/match.hpp); every mismatch at once.
@@ -351,12 +351,21 @@ result<tree> nest(std::vector<sharded_leaf>& leaves) {
   return root;
 }
 
+asio::awaitable<result<sharded_loaded>> load_sharded_impl(std::shared_ptr<runtime> rt,
+                                                          fs::path path,
+                                                          std::vector<sharded_leaf> wanted,
+                                                          load_options opt) {
+  CKPT_CO_TRY(auto cf, co_await open_sharded(rt->io(), path));
+  co_return co_await load_slices(rt, std::move(path), std::move(cf), std::move(wanted), opt);
+}
+
 asio::awaitable<result<loaded_checkpoint>> load_full_impl(std::shared_ptr<runtime> rt,
                                                           fs::path path, load_options opt) {
   CKPT_CO_TRY(auto cf, co_await open_sharded(rt->io(), path));
   CKPT_CO_TRY(auto wanted, whole_leaves(*cf.sharded_index));
   opt.partial = false;
-  CKPT_CO_TRY(auto got, co_await load_sharded_impl(rt, path, std::move(wanted), opt));
+  // (The small files just read are handed on, not read again.)
+  CKPT_CO_TRY(auto got, co_await load_slices(rt, path, std::move(cf), std::move(wanted), opt));
   loaded_checkpoint out;
   CKPT_CO_TRY(out.tree, nest(got.leaves));
   out.metadata = std::move(got.metadata);
