@@ -404,11 +404,9 @@ class checkpointed_job : public basic_job<C> {
   result<save_handle> start_save_tree_and_metadata_from_path(std::filesystem::path rel_path,
                                                              const tree& t,
                                                              boost::json::object metadata) {
-    CKPT_TRY(auto path, this->spec_.resolve(rel_path));
-    auto options = save_defaults_;
-    CKPT_TRY(auto job, job_json());
-    options.job = std::move(job);
-    return ckpt::start_save(std::move(path), t, std::move(metadata), std::move(options));
+    CKPT_TRY(auto target, save_target(rel_path));
+    return ckpt::start_save(std::move(target.first), t, std::move(metadata),
+                            std::move(target.second));
   }
   /// The same for this job's own checkpoint `suffix`.
   result<save_handle> start_save_tree_and_metadata(std::filesystem::path suffix, const tree& t,
@@ -416,14 +414,15 @@ class checkpointed_job : public basic_job<C> {
     CKPT_TRY(auto rel, this->spec_.rel_path(suffix));
     return start_save_tree_and_metadata_from_path(std::move(rel), t, std::move(metadata));
   }
-  /// Saves and waits until committed (durable and visible); returns the save's timings.
+  /// Saves and waits until committed (durable and visible); returns the save's timings. Like
+  /// ckpt::save, it writes from the leaves' memory: `t` must not change until it completes.
   boost::asio::awaitable<result<save_stats>> save_tree_and_metadata_from_path(
       std::filesystem::path rel_path, const tree& t, boost::json::object metadata) {
-    auto h = start_save_tree_and_metadata_from_path(std::move(rel_path), t, std::move(metadata));
-    if (!h) co_return fail(std::move(h).error());
-    auto c = co_await h.value().committed();
-    if (!c) co_return fail(std::move(c).error());
-    co_return h.value().stats();
+    auto target = save_target(rel_path);
+    if (!target) co_return fail(std::move(target).error());
+    auto op = ckpt::save(std::move(target.value().first), t, std::move(metadata),
+                         std::move(target.value().second));
+    co_return co_await std::move(op);
   }
   boost::asio::awaitable<result<save_stats>> save_tree_and_metadata(std::filesystem::path suffix,
                                                                     const tree& t,
@@ -437,10 +436,9 @@ class checkpointed_job : public basic_job<C> {
   result<save_stats> save_tree_and_metadata_from_path_blocking(std::filesystem::path rel_path,
                                                                const tree& t,
                                                                boost::json::object metadata) {
-    CKPT_TRY(auto h,
-             start_save_tree_and_metadata_from_path(std::move(rel_path), t, std::move(metadata)));
-    CKPT_TRY(h.wait_committed());
-    return h.stats();
+    CKPT_TRY(auto target, save_target(rel_path));
+    return ckpt::save_blocking(std::move(target.first), t, std::move(metadata),
+                               std::move(target.second));
   }
   result<save_stats> save_tree_and_metadata_blocking(std::filesystem::path suffix, const tree& t,
                                                      boost::json::object metadata) {
@@ -529,6 +527,15 @@ class checkpointed_job : public basic_job<C> {
     CKPT_TRY(auto cfg, detail::config_to_json(this->config_));
     return detail::make_job_json(this->spec_, std::move(cfg));
   }
+  /// Where a save of `rel_path` goes and its options (the defaults, this job's job.json).
+  result<std::pair<std::filesystem::path, ckpt::save_options>> save_target(
+      const std::filesystem::path& rel_path) const {
+    CKPT_TRY(auto path, this->spec_.resolve(rel_path));
+    auto options = save_defaults_;
+    CKPT_TRY(auto job, job_json());
+    options.job = std::move(job);
+    return std::pair{std::move(path), std::move(options)};
+  }
 
   ckpt::save_options save_defaults_;
   ckpt::load_options load_defaults_;
@@ -581,10 +588,12 @@ class restoreable_job : public checkpointed_job<C> {
   boost::asio::awaitable<result<save_stats>> save_and_register(std::filesystem::path suffix,
                                                                const tree& t,
                                                                boost::json::object metadata = {}) {
-    auto h = this->start_save_tree_and_metadata(suffix, t, std::move(metadata));
-    if (!h) co_return fail(std::move(h).error());
-    auto op = commit_and_register(std::move(h).value(), std::move(suffix));
-    co_return co_await std::move(op);
+    auto op = this->save_tree_and_metadata(suffix, t, std::move(metadata));
+    auto s = co_await std::move(op);
+    if (!s) co_return fail(std::move(s).error());
+    auto r = register_latest(suffix);
+    if (!r) co_return fail(std::move(r).error());
+    co_return std::move(s).value();
   }
   /// Awaits `h`'s commit, then register_latest(suffix); the save's stats.
   boost::asio::awaitable<result<save_stats>> commit_and_register(save_handle h,

@@ -32,6 +32,12 @@ struct load_options {
   /// Verify each chunk's XXH3-64 before decoding. Turning this off trades integrity for a little
   /// CPU: a flipped bit on disk in a raw chunk then yields silently wrong values.
   bool verify_checksums = true;
+  /// Raw, page-aligned chunks are read straight into the destination (the template's memory or
+  /// fresh arrays) and verified there, so a load that fails on a damaged chunk may have written
+  /// part of the template (its error names those leaves). true: read and verify every chunk in
+  /// bounded staging buffers first and touch the template's memory only once all passed. Costs
+  /// a second read of the data (about twice the load time on a cold cache).
+  bool verify_first = false;
   /// Read data files with O_DIRECT where the file system allows it.
   bool direct_io = true;
   /// A template leaf restored in place must have writable memory: false (default) gives a

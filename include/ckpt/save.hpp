@@ -59,6 +59,9 @@ struct save_stats {
   std::uint64_t stored_bytes = 0;   ///< bytes in data files (after encoding and padding)
   std::uint64_t chunks = 0;
   std::uint64_t leaves = 0;
+  /// Bytes written straight from the leaves' memory, without a staging copy (raw, page-aligned
+  /// chunks of shared leaves, and of every leaf in a save whose caller waits for the commit).
+  std::uint64_t direct_bytes = 0;
   double staged_s = 0;     ///< start -> staged
   double capture_s = 0;    ///< CPU seconds copying borrowed/owned bytes to staging (summed)
   double encode_s = 0;     ///< CPU seconds spent encoding + checksumming (summed over threads)

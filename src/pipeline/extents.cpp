@@ -20,10 +20,12 @@ std::vector<selection> all_leaves(const format::index& ix) {
 }
 
 std::vector<extent> plan_extents(const format::index& ix, std::span<const selection> sels,
-                                 const std::vector<bool>* readable) {
+                                 const std::vector<bool>* readable,
+                                 const std::function<bool(const chunk_ref&)>& alone) {
   struct ref {
     std::uint64_t offset, end;
     chunk_ref c;
+    bool alone;
   };
   std::map<std::uint32_t, std::vector<ref>> by_file;
   for (std::uint32_t si = 0; si < sels.size(); ++si) {
@@ -33,7 +35,8 @@ std::vector<extent> plan_extents(const format::index& ix, std::span<const select
     for (std::uint32_t ci = sels[si].first_chunk; ci < end; ++ci) {
       const auto& c = le.chunks[ci];
       if (readable && !(*readable)[c.file]) continue;
-      by_file[c.file].push_back({c.offset, c.offset + c.stored_size, {si, ci}});
+      const chunk_ref cr{si, ci};
+      by_file[c.file].push_back({c.offset, c.offset + c.stored_size, cr, alone && alone(cr)});
     }
   }
   std::vector<extent> out;
@@ -41,15 +44,17 @@ std::vector<extent> plan_extents(const format::index& ix, std::span<const select
     std::sort(refs.begin(), refs.end(),
               [](const ref& a, const ref& b) { return a.offset < b.offset; });
     extent cur{file, 0, 0, {}};
+    bool cur_alone = false;
     for (const auto& r : refs) {
       const std::uint64_t s = r.offset / io_align * io_align;
       const std::uint64_t e = align_up(r.end, io_align);
-      if (!cur.chunks.empty() && s <= cur.start + cur.length + max_gap &&
+      if (!cur.chunks.empty() && !cur_alone && !r.alone && s <= cur.start + cur.length + max_gap &&
           e - cur.start <= max_extent) {
         cur.length = std::max(cur.length, e - cur.start);
       } else {
         if (!cur.chunks.empty()) out.push_back(std::move(cur));
         cur = extent{file, s, e - s, {}};
+        cur_alone = r.alone;
       }
       cur.chunks.push_back(r.c);
     }

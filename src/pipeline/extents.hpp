@@ -20,6 +20,12 @@ namespace ckpt::pipeline {
 inline constexpr std::size_t io_align = 4096;
 inline constexpr std::uint64_t max_extent = 8ull << 20;  ///< bytes read by one request
 inline constexpr std::uint64_t max_gap = 256ull << 10;   ///< unneeded bytes read to merge two
+/// The smallest raw chunk that a save writes from the leaf's memory and a load reads straight
+/// into its destination (smaller ones go through staging buffers, packed with their neighbours).
+inline constexpr std::uint64_t direct_min = 64ull << 10;
+/// Bytes of reads or writes one streaming save or load keeps in flight: enough to keep the
+/// disk's queue full, little next to the tree (the runtime's staging budget when smaller).
+inline constexpr std::uint64_t stream_window = 128ull << 20;
 
 /// Chunks [first_chunk, end_chunk) of leaf `leaf` (all of them by default).
 struct selection {
@@ -44,9 +50,11 @@ struct extent {
 
 /// The selected chunks as extents: sorted by offset per file, merged across gaps of at most
 /// max_gap up to max_extent, files interleaved so that reads proceed on all of them at once.
-/// Chunks of files not `readable` (when given) are left out.
+/// Chunks of files not `readable` (when given) are left out; chunks `alone` says true for get
+/// an extent of their own.
 std::vector<extent> plan_extents(const format::index& ix, std::span<const selection> sels,
-                                 const std::vector<bool>* readable = nullptr);
+                                 const std::vector<bool>* readable = nullptr,
+                                 const std::function<bool(const chunk_ref&)>& alone = {});
 
 /// Every selected chunk of every leaf.
 std::vector<selection> all_leaves(const format::index& ix);

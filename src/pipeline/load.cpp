@@ -187,11 +187,48 @@ struct reader : std::enable_shared_from_this<reader> {
   std::vector<io::file> files;
   std::vector<pipeline::extent> extents;
   bool verify = true;
+  // Read and verify only, into staging buffers (load_options::verify_first's first pass).
+  bool check_only = false;
   // Per target: a chunk was decoded into its destination (set on the CPU pool).
   std::unique_ptr<std::atomic<bool>[]> written;
 
   const format::index& ix() const { return *cf->index; }
   const std::string& where() const { return cf->where; }
+
+  static std::uint64_t raw_offset(const format::leaf_entry& le, std::uint32_t ci) {
+    std::uint64_t off = 0;
+    for (std::uint32_t k = 0; k < ci; ++k)
+      off += le.chunks[k].raw_size;
+    return off;
+  }
+  std::string where_chunk(const format::leaf_entry& le, std::uint32_t ci) const {
+    const auto& c = le.chunks[ci];
+    return where() + ": leaf \"" + le.path + "\" chunk " + std::to_string(ci) + " (" +
+           ix().files[c.file].name + " at offset " + std::to_string(c.offset) + ")";
+  }
+  result<void> check_sum(const format::leaf_entry& le, std::uint32_t ci,
+                         std::span<const std::byte> stored) const {
+    const std::uint64_t got = format::checksum(stored);
+    if (got == le.chunks[ci].xxh3) return success();
+    return fail(errc::corrupt, where_chunk(le, ci) + ": checksum mismatch (index says " +
+                                   format::checksum_hex(le.chunks[ci].xxh3) + ", data has " +
+                                   format::checksum_hex(got) + ")");
+  }
+  // A chunk read straight into its destination: raw, page-aligned in its file and in the
+  // destination, and big enough to be worth a read of its own.
+  bool into_place(const pipeline::chunk_ref& r) const {
+    if (check_only) return false;
+    const target& t = targets[r.sel];
+    if (t.sink) return false;
+    const auto& le = ix().leaves[t.leaf];
+    const auto& c = le.chunks[r.chunk];
+    if (c.codec != format::codec::raw || c.raw_size < pipeline::direct_min ||
+        c.offset % pipeline::io_align != 0 || c.stored_size != c.raw_size) {
+      return false;
+    }
+    const auto* dst = t.dest.data() + raw_offset(le, r.chunk);
+    return reinterpret_cast<std::uintptr_t>(dst) % pipeline::io_align == 0;
+  }
 
   result<void> decode_extent(const pipeline::extent& e, std::span<const std::byte> data) const {
     for (const auto& ref : e.chunks) {
@@ -200,21 +237,11 @@ struct reader : std::enable_shared_from_this<reader> {
       const auto& le = ix().leaves[t.leaf];
       const auto& c = le.chunks[ci];
       std::span<const std::byte> stored = data.subspan(c.offset - e.start, c.stored_size);
-      auto where_chunk = [&] {
-        return where() + ": leaf \"" + le.path + "\" chunk " + std::to_string(ci) + " (" +
-               ix().files[c.file].name + " at offset " + std::to_string(c.offset) + ")";
-      };
-      if (verify) {
-        std::uint64_t got = format::checksum(stored);
-        if (got != c.xxh3) {
-          return fail(errc::corrupt, where_chunk() + ": checksum mismatch (index says " +
-                                         format::checksum_hex(c.xxh3) + ", data has " +
-                                         format::checksum_hex(got) + ")");
-        }
+      if (verify || check_only) {
+        CKPT_TRY(check_sum(le, ci, stored));
       }
-      std::uint64_t raw_off = 0;
-      for (std::uint32_t k = 0; k < ci; ++k)
-        raw_off += le.chunks[k].raw_size;
+      if (check_only) continue;
+      const std::uint64_t raw_off = raw_offset(le, ci);
       if (t.sink) {
         if (c.codec == format::codec::raw) {
           t.sink->sink(raw_off, stored);
@@ -224,19 +251,19 @@ struct reader : std::enable_shared_from_this<reader> {
         try {
           if (scratch.size() < c.raw_size) scratch.resize(c.raw_size);
         } catch (const std::bad_alloc&) {
-          return fail(errc::limit_exceeded,
-                      where_chunk() + ": cannot allocate " + std::to_string(c.raw_size) + " bytes");
+          return fail(errc::limit_exceeded, where_chunk(le, ci) + ": cannot allocate " +
+                                                std::to_string(c.raw_size) + " bytes");
         }
         std::span<std::byte> raw(scratch.data(), c.raw_size);
         auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype), raw);
-        if (!r) return fail(std::move(r).error().with_context(where_chunk()));
+        if (!r) return fail(std::move(r).error().with_context(where_chunk(le, ci)));
         t.sink->sink(raw_off, raw);
         continue;
       }
       written[ref.sel].store(true, std::memory_order_relaxed);
       auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype),
                                     t.dest.subspan(raw_off, c.raw_size));
-      if (!r) return fail(std::move(r).error().with_context(where_chunk()));
+      if (!r) return fail(std::move(r).error().with_context(where_chunk(le, ci)));
     }
     return success();
   }
@@ -254,8 +281,8 @@ struct reader : std::enable_shared_from_this<reader> {
       }
     }
     if (leaves.empty()) return "nothing was written into the template's memory";
-    std::string s = "the template's memory of " + std::to_string(leaves.size()) + " leaf" +
-                    (leaves.size() == 1 ? "" : "s") +
+    std::string s = "the template's memory of " + std::to_string(leaves.size()) +
+                    (leaves.size() == 1 ? " leaf" : " leaves") +
                     " was partly or wholly overwritten, every other leaf is untouched:";
     constexpr std::size_t shown = 20;
     for (std::size_t i = 0; i < std::min(leaves.size(), shown); ++i)
@@ -269,6 +296,12 @@ struct reader : std::enable_shared_from_this<reader> {
     co_return decode_extent(extents[i], data);
   }
 
+  result<void> truncated(const pipeline::extent& e, std::uint64_t got, std::uint64_t need) const {
+    return fail(errc::corrupt, where() + "/" + ix().files[e.file].name + " is truncated (read " +
+                                   std::to_string(got) + " bytes, needs " + std::to_string(need) +
+                                   ")");
+  }
+
   asio::awaitable<result<void>> read_and_decode(std::size_t i, std::span<std::byte> buf) {
     auto& rti = detail::access::internals(*rt);
     const pipeline::extent& e = extents[i];
@@ -280,30 +313,71 @@ struct reader : std::enable_shared_from_this<reader> {
       const auto& c = ix().leaves[targets[ref.sel].leaf].chunks[ref.chunk];
       need = std::max(need, c.offset + c.stored_size - e.start);
     }
-    if (n.value() < need) {
-      co_return fail(errc::corrupt, where() + "/" + name + " is truncated (read " +
-                                        std::to_string(e.start + n.value()) + " bytes, needs " +
-                                        std::to_string(e.start + need) + ")");
-    }
+    if (n.value() < need) co_return truncated(e, e.start + n.value(), e.start + need);
     co_return co_await detail::run_on(rti.pool.get_executor(), decode_on_pool(i, buf));
+  }
+
+  asio::awaitable<result<void>> verify_on_pool(const format::leaf_entry& le, std::uint32_t ci,
+                                               std::span<const std::byte> bytes) {
+    auto self = shared_from_this();
+    co_return check_sum(le, ci, bytes);
+  }
+
+  // One chunk read straight into its destination (whole pages; a partial last page through a
+  // one-page bounce buffer), then verified there.
+  asio::awaitable<result<void>> read_into_place(std::size_t i) {
+    auto& rti = detail::access::internals(*rt);
+    const pipeline::extent& e = extents[i];
+    const pipeline::chunk_ref r = e.chunks[0];
+    const target& t = targets[r.sel];
+    const auto& le = ix().leaves[t.leaf];
+    const auto& c = le.chunks[r.chunk];
+    std::span<std::byte> dst = t.dest.subspan(raw_offset(le, r.chunk), c.raw_size);
+    const std::uint64_t whole = c.raw_size / pipeline::io_align * pipeline::io_align;
+    const std::string& name = ix().files[e.file].name;
+    written[r.sel].store(true, std::memory_order_relaxed);
+    auto n = co_await rt->io().read(files[e.file], dst.first(whole), c.offset);
+    if (!n) co_return fail(std::move(n).error().with_context("read " + where() + "/" + name));
+    if (n.value() < whole) co_return truncated(e, c.offset + n.value(), c.offset + c.raw_size);
+    if (whole < c.raw_size) {
+      aligned_buffer tail(pipeline::io_align);
+      auto m = co_await rt->io().read(files[e.file], tail.span(), c.offset + whole);
+      if (!m) co_return fail(std::move(m).error().with_context("read " + where() + "/" + name));
+      if (m.value() < c.raw_size - whole) {
+        co_return truncated(e, c.offset + whole + m.value(), c.offset + c.raw_size);
+      }
+      std::memcpy(dst.data() + whole, tail.data(), c.raw_size - whole);
+    }
+    if (!verify) co_return success();
+    co_return co_await detail::run_on(rti.pool.get_executor(), verify_on_pool(le, r.chunk, dst));
   }
 
   asio::awaitable<result<void>> read_one(std::size_t i) {
     auto self = shared_from_this();
     auto& rti = detail::access::internals(*rt);
+    if (extents[i].chunks.size() == 1 && into_place(extents[i].chunks[0])) {
+      co_return co_await read_into_place(i);
+    }
+    // Staged: the extent's bytes in a buffer of the runtime's staging budget.
+    const auto cost = detail::buffer_pool::size_class(extents[i].length);
+    co_await rti.staging.acquire(cost);
     aligned_buffer buf = rti.buffers.take(extents[i].length);
     auto r = co_await read_and_decode(i, buf.span());
     rti.buffers.give(std::move(buf));
+    rti.staging.release(cost);
     co_return r;
   }
 
+  // At most stream_window bytes of extents in flight (the staging budget when smaller); the
+  // staged ones also hold their buffer's bytes of the runtime's staging budget.
   asio::awaitable<result<void>> run() {
     auto self = shared_from_this();
     auto& rti = detail::access::internals(*rt);
+    detail::async_budget window(std::min(rti.staging.capacity(), pipeline::stream_window));
     detail::task_group g(co_await asio::this_coro::executor);
     for (std::size_t i = 0; i < extents.size(); ++i) {
       const auto cost = detail::buffer_pool::size_class(extents[i].length);
-      const bool started = co_await g.spawn(read_one(i), &rti.staging, cost);
+      const bool started = co_await g.spawn(read_one(i), &window, cost);
       if (!started) break;
     }
     co_return co_await g.wait();
@@ -327,9 +401,20 @@ asio::awaitable<result<void>> read_targets(std::shared_ptr<runtime> rt,
   sels.reserve(rd->targets.size());
   for (const auto& t : rd->targets)
     sels.push_back({t.leaf, t.first_chunk, t.end_chunk});
-  rd->extents = pipeline::plan_extents(rd->ix(), sels);
   rd->written = std::make_unique<std::atomic<bool>[]>(rd->targets.size());
-  auto r = co_await rd->run();
+  result<void> r = success();
+  if (opt.verify_first) {
+    // Every chunk read and verified in staging buffers before the destinations are touched.
+    rd->check_only = true;
+    rd->extents = pipeline::plan_extents(rd->ix(), sels);
+    r = co_await rd->run();
+    rd->check_only = false;
+  }
+  if (r) {
+    rd->extents = pipeline::plan_extents(
+        rd->ix(), sels, nullptr, [&](const pipeline::chunk_ref& c) { return rd->into_place(c); });
+    r = co_await rd->run();
+  }
   co_await pipeline::close_files(rt->io(), rd->files);
   if (!r) {
     const std::string note = rd->written_note();

@@ -2,13 +2,17 @@
 // of durable steps. Everything below runs as coroutines on the runtime's pipeline thread (one
 // thread: no locks needed for pipeline state), except `capture_unit` (on the CPU pool) and
 // `encode_unit` (on the background pool, niced), which touch only their own unit and staging
-// buffer. A unit's life: capture (borrowed/owned leaves, in unit order, so `staged` costs about
-// a memcpy) -> encode in place -> O_DIRECT write -> buffer back to the pool.
+// buffer. A unit's life in a start_save: capture of borrowed/owned leaves (in unit order, so
+// `staged` costs about a memcpy) -> encode in place -> O_DIRECT write -> buffer back to the pool.
+// In a save whose caller waits for the commit (save, save_blocking), and for shared leaves,
+// nothing is captured: raw page-aligned chunks are written straight from the leaf's memory and
+// only the rest goes through a staging buffer, a bounded window of units in flight.
 #include "checkpoint/durable.hpp"
 #include "checkpoint/files.hpp"
 #include "format/codec.hpp"
 #include "format/index.hpp"
 #include "io/async.hpp"
+#include "pipeline/extents.hpp"
 #include "pipeline/runtime_impl.hpp"
 #include "testing/testing.hpp"
 
@@ -36,7 +40,7 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::size_t io_align = 4096;
+using pipeline::io_align;
 
 // One chunk of one leaf: bytes [raw_offset, raw_offset + raw_size) of leaf `leaf`.
 struct piece {
@@ -46,19 +50,33 @@ struct piece {
   std::uint64_t raw_size;
 };
 
-// A write unit: pieces encoded back to back into one staging buffer and written with one
-// aligned write.
+// One aligned write of a unit: `bytes` at `rel` bytes into the unit's place in its data file.
+struct segment {
+  std::uint64_t rel = 0;
+  std::span<const std::byte> bytes;
+  bool from_leaf = false;  // the leaf's own memory, not a staging buffer
+};
+
+// A write unit: pieces laid out back to back in one data file region and written with a few
+// aligned writes. A captured unit is one staging buffer; an uncaptured one (shared leaves, or a
+// save whose caller waits for the commit) writes each raw, page-aligned piece straight from the
+// leaf's memory and only the rest (small or compressed pieces, unaligned tails) from a staging
+// buffer, taken when first needed.
 struct unit {
   std::vector<piece> pieces;
   std::uint64_t raw_bytes = 0;
   bool needs_capture = false;  // holds borrowed/owned bytes: copied to staging before staged
   // Filled by encode_unit:
   std::vector<std::uint64_t> rel_offsets;  // of each piece's stored bytes within the unit
-  std::uint64_t stored_bytes = 0;
-  // Set when the unit is one raw, page-aligned chunk of a shared leaf: written straight from the
-  // leaf's memory (immutable until committed), not from the staging buffer.
-  std::span<const std::byte> direct;
+  std::uint64_t extent = 0;                // bytes the unit takes in its file (padded)
+  std::vector<segment> out;                // its writes, covering [0, extent)
 };
+
+// Raw pieces of at least pipeline::direct_min bytes go out from the leaf's memory (each costs
+// an extra write and up to 4 KiB of padding before it); a streaming save keeps at most
+// pipeline::stream_window bytes of units in flight.
+using pipeline::direct_min;
+using pipeline::stream_window;
 
 }  // namespace
 
@@ -81,6 +99,7 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   save_stats stats;
   std::atomic<std::uint64_t> encode_ns{0};
   std::atomic<std::uint64_t> capture_ns{0};
+  std::atomic<std::uint64_t> direct_bytes{0};
 
   // Pipeline state (pipeline thread only).
   format::index ix;
@@ -101,11 +120,12 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   // other units plus the largest; stored <= raw, padded). Preallocation stops there.
   std::uint64_t file_budget = std::numeric_limits<std::uint64_t>::max();
   std::unique_ptr<detail::async_budget> encode_slots;
-  std::unique_ptr<detail::async_budget> capture_slots;
-  // Someone may be waiting for `staged` (start_save): every capture is queued on the CPU pool at
-  // once. A save whose caller waits only for the commit streams instead: capture_slots caps
-  // captures at all CPU threads but one, leaving a core to the encoders.
+  // Someone may be waiting for `staged` (start_save): borrowed and owned leaves are captured,
+  // every capture queued on the CPU pool at once. A save whose caller waits for the commit
+  // (save, save_blocking) captures nothing: it streams from the leaves' memory, at most
+  // `window` bytes of units (stream_window, or the staging budget when smaller) in flight.
   bool staged_first = true;
+  std::unique_ptr<detail::async_budget> window;
   std::uint64_t slab_bytes = 0;
 
   double since_start() const {
@@ -132,12 +152,12 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
 
 namespace {
 
-// Units: borrowed/owned leaves first (they gate `staged`), then shared ones. Within each
-// group, pieces (chunks, split at element boundaries) are packed greedily in tree order into
-// units of at most `cb` bytes.
-std::vector<unit> pack_units(const std::vector<flat_leaf>& leaves, std::uint64_t cb) {
+// Units: with `capture`, borrowed/owned leaves first (they gate `staged`), then shared ones;
+// without, every leaf in one uncaptured group. Within each group, pieces (chunks, split at
+// element boundaries) are packed greedily in tree order into units of at most `cb` bytes.
+std::vector<unit> pack_units(const std::vector<flat_leaf>& leaves, std::uint64_t cb, bool capture) {
   std::vector<unit> units;
-  for (int pass = 0; pass < 2; ++pass) {
+  for (int pass = capture ? 0 : 1; pass < 2; ++pass) {
     const bool capture_pass = pass == 0;
     unit cur;
     cur.needs_capture = capture_pass;
@@ -149,7 +169,7 @@ std::vector<unit> pack_units(const std::vector<flat_leaf>& leaves, std::uint64_t
     for (std::size_t i = 0; i < leaves.size(); ++i) {
       const auto& a = leaves[i].array;
       const bool is_shared = a.ownership() == ownership::shared;
-      if (is_shared == capture_pass) continue;
+      if (capture && is_shared == capture_pass) continue;
       const std::uint64_t es = dtype_size(a.dtype());
       const std::uint64_t step = std::max<std::uint64_t>(es, cb / es * es);
       std::uint64_t off = 0;
@@ -190,7 +210,7 @@ void save_handle::state::plan() {
   }
   format::set_structure(ix, structure);
 
-  units = pack_units(leaves, cb);
+  units = pack_units(leaves, cb, staged_first);
   for (const auto& u : units) {
     for (const auto& pc : u.pieces)
       ix.leaves[pc.leaf].chunks.resize(
@@ -265,85 +285,154 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
   co_return success();
 }
 
-asio::awaitable<void> save_handle::state::encode_unit(std::size_t u,
-                                                      std::shared_ptr<aligned_buffer> buf) {
-  auto t0 = clock_type::now();
-  unit& un = units[u];
-  const format::codec_policy policy{options.compress, options.shuffle, options.min_ratio};
-  std::uint64_t cursor = 0;
-  std::uint64_t raw_cursor = 0;  // captured units: where the piece's raw bytes sit in `buf`
-  un.rel_offsets.resize(un.pieces.size());
-  if (!un.needs_capture && un.pieces.size() == 1) {
-    const piece& pc = un.pieces[0];
-    const ckpt::array& a = leaves[pc.leaf].array;
-    std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
-    if (reinterpret_cast<std::uintptr_t>(src.data()) % io_align == 0 &&
-        src.size() % io_align == 0 &&
-        format::choose_codec(src, dtype_size(a.dtype()), is_floating(a.dtype()), policy) ==
-            format::codec::raw) {
-      auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
-      ce.raw_size = ce.stored_size = pc.raw_size;
-      ce.codec = format::codec::raw;
-      ce.xxh3 = format::checksum(src);
-      un.rel_offsets[0] = 0;
-      un.stored_bytes = src.size();
-      un.direct = src;
-      encode_ns += static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
-      co_return;
-    }
-  }
-  std::byte* base = buf->data();
-  const std::uint64_t cap = buf->capacity();
+namespace {
+
+void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint64_t stored,
+                  std::span<const std::byte> stored_bytes) {
+  auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+  ce.raw_size = pc.raw_size;
+  ce.stored_size = stored;
+  ce.codec = c;
+  ce.xxh3 = format::checksum(stored_bytes);
+}
+
+// A captured unit is encoded in place: pieces are compacted towards the front, and since the
+// stored cursor never passes the raw one and a compressed piece is never larger than its raw
+// bytes, writing piece p never touches the raw bytes of a later piece.
+void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
+                     const format::codec_policy& policy, aligned_buffer& buf) {
+  std::byte* base = buf.data();
+  std::uint64_t cursor = 0, raw_cursor = 0;
   for (std::size_t p = 0; p < un.pieces.size(); ++p) {
     const piece& pc = un.pieces[p];
     const ckpt::array& a = leaves[pc.leaf].array;
-    // A captured unit is encoded in place: pieces are compacted towards the front, and since
-    // cursor <= raw_cursor and a compressed piece is never larger than its raw bytes, writing
-    // piece p never touches the raw bytes of a later piece.
-    std::span<const std::byte> src =
-        un.needs_capture ? std::span<const std::byte>(base + raw_cursor, pc.raw_size)
-                         : a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    std::span<const std::byte> src(base + raw_cursor, pc.raw_size);
     raw_cursor += pc.raw_size;
     const std::size_t es = dtype_size(a.dtype());
     format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
     std::size_t stored = 0;
     if (c != format::codec::raw) {
-      if (un.needs_capture) {
-        thread_local std::vector<std::byte> scratch;
-        if (scratch.size() < format::encode_bound(src.size())) {
-          scratch.resize(format::encode_bound(src.size()));
-        }
-        stored = format::encode_chunk(c, src, es, scratch, options.min_ratio);
-        if (stored > src.size()) stored = 0;  // (min_ratio < 1) must not outgrow its slot
-        if (stored) std::memcpy(base + cursor, scratch.data(), stored);
-      } else {
-        std::size_t room = static_cast<std::size_t>(cap - cursor);
-        if (room >= format::encode_bound(src.size())) {
-          stored = format::encode_chunk(c, src, es, {base + cursor, room}, options.min_ratio);
-        }
+      thread_local std::vector<std::byte> scratch;
+      if (scratch.size() < format::encode_bound(src.size())) {
+        scratch.resize(format::encode_bound(src.size()));
       }
+      stored = format::encode_chunk(c, src, es, scratch, policy.min_ratio);
+      if (stored > src.size()) stored = 0;  // (min_ratio < 1) must not outgrow its slot
+      if (stored) std::memcpy(base + cursor, scratch.data(), stored);
     }
     if (stored == 0) {
       c = format::codec::raw;
       if (base + cursor != src.data()) std::memmove(base + cursor, src.data(), src.size());
       stored = src.size();
     }
-    auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
-    ce.raw_size = pc.raw_size;
-    ce.stored_size = stored;
-    ce.codec = c;
-    ce.xxh3 = format::checksum({base + cursor, stored});
+    record_chunk(ix, pc, c, stored, {base + cursor, stored});
     un.rel_offsets[p] = cursor;
     cursor += stored;
   }
-  un.stored_bytes = cursor;
   // O_DIRECT pads every unit to the alignment; the padding is zeros.
-  std::uint64_t padded = align_up(cursor, io_align);
+  const std::uint64_t padded = align_up(cursor, io_align);
   std::memset(base + cursor, 0, padded - cursor);
-  buf->resize(padded);
-  encode_ns += static_cast<std::uint64_t>(
+  buf.resize(padded);
+  un.extent = padded;
+  un.out = {{0, buf.span(), false}};
+}
+
+// An uncaptured unit: raw pieces that start page-aligned in the leaf's memory are written from
+// there (their whole pages; a partial last page is copied into the staging buffer, where the
+// next pieces follow it); everything else is encoded or copied into the staging buffer, taken
+// only when a piece needs it. Before each write from the leaf's memory the staging run so far
+// is closed with zero padding, so that every write starts and ends aligned.
+void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
+                       const format::codec_policy& policy, aligned_buffer& buf,
+                       detail::buffer_pool& pool, std::size_t slab_bytes) {
+  std::uint64_t cursor = 0;     // unit-relative file position
+  std::uint64_t fill = 0;       // bytes used in `buf`
+  std::uint64_t run_rel = 0;    // file position of buf's open run
+  std::uint64_t run_start = 0;  // where in buf that run starts
+  bool run_open = false;
+  auto staging = [&]() -> std::byte* {
+    if (buf.capacity() == 0) buf = pool.take(slab_bytes);
+    if (!run_open) {
+      run_open = true;
+      run_rel = cursor;
+      run_start = fill;
+    }
+    return buf.data() + fill;
+  };
+  auto close_run = [&] {
+    if (!run_open) return;
+    const std::uint64_t padded = align_up(fill, io_align);
+    std::memset(buf.data() + fill, 0, padded - fill);
+    un.out.push_back(
+        {run_rel, std::span<const std::byte>(buf.data() + run_start, padded - run_start)});
+    cursor = run_rel + (padded - run_start);
+    fill = padded;
+    run_open = false;
+  };
+  for (std::size_t p = 0; p < un.pieces.size(); ++p) {
+    const piece& pc = un.pieces[p];
+    const ckpt::array& a = leaves[pc.leaf].array;
+    const std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    const std::size_t es = dtype_size(a.dtype());
+    format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
+    if (c == format::codec::raw && src.size() >= direct_min &&
+        reinterpret_cast<std::uintptr_t>(src.data()) % io_align == 0) {
+      close_run();
+      const std::uint64_t whole = src.size() / io_align * io_align;
+      un.out.push_back({cursor, src.first(whole), true});
+      record_chunk(ix, pc, c, src.size(), src);
+      un.rel_offsets[p] = cursor;
+      cursor += whole;
+      if (whole < src.size()) {
+        std::byte* dst = staging();
+        std::memcpy(dst, src.data() + whole, src.size() - whole);
+        fill += src.size() - whole;
+        cursor += src.size() - whole;
+      }
+      continue;
+    }
+    std::byte* dst = staging();
+    const std::uint64_t room = buf.capacity() - fill;
+    std::size_t stored = 0;
+    if (c != format::codec::raw && room >= format::encode_bound(src.size())) {
+      stored =
+          format::encode_chunk(c, src, es, {dst, static_cast<std::size_t>(room)}, policy.min_ratio);
+      if (stored > src.size()) stored = 0;  // (min_ratio < 1): raw is what always fits
+    }
+    if (stored == 0) {
+      c = format::codec::raw;
+      std::memcpy(dst, src.data(), src.size());
+      stored = src.size();
+    }
+    record_chunk(ix, pc, c, stored, {dst, stored});
+    un.rel_offsets[p] = cursor;
+    fill += stored;
+    cursor += stored;
+  }
+  close_run();
+  un.extent = cursor;
+}
+
+std::uint64_t elapsed_ns(clock_type::time_point t0) {
+  return static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
+}
+
+}  // namespace
+
+asio::awaitable<void> save_handle::state::encode_unit(std::size_t u,
+                                                      std::shared_ptr<aligned_buffer> buf) {
+  auto t0 = clock_type::now();
+  unit& un = units[u];
+  const format::codec_policy policy{options.compress, options.shuffle, options.min_ratio};
+  un.rel_offsets.resize(un.pieces.size());
+  if (un.needs_capture) {
+    encode_captured(un, leaves, ix, policy, *buf);
+  } else {
+    encode_uncaptured(un, leaves, ix, policy, *buf, rti().buffers, slab_bytes);
+  }
+  encode_ns += elapsed_ns(t0);
+  co_return;
 }
 
 asio::awaitable<void> save_handle::state::capture_unit(std::size_t u,
@@ -355,28 +444,27 @@ asio::awaitable<void> save_handle::state::capture_unit(std::size_t u,
                 pc.raw_size);
     cursor += pc.raw_size;
   }
-  capture_ns += static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count());
+  capture_ns += elapsed_ns(t0);
   co_return;  // (a coroutine: co_spawned onto the CPU pool)
 }
 
-// One unit, holding `slab_bytes` of the staging budget (taken by the task group). Its failure
-// goes to fail_with, the save's one failure; the task itself always succeeds.
+// One unit, holding `slab_bytes` of the staging budget (taken by the task group) and, in a
+// streaming save, of the save's window. Its failure goes to fail_with, the save's one failure;
+// the task itself always succeeds.
 asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
   auto self = shared_from_this();
   auto& rti_ = rti();
-  auto buf = std::make_shared<aligned_buffer>(rti_.buffers.take(slab_bytes));
   unit& un = units[u];
-  // 1. Capture (borrowed/owned bytes): a plain copy into the staging buffer, in unit order on
-  //    the CPU pool (all at once, or capped by capture_slots; see staged_first).
+  // A captured unit's staging buffer now; an uncaptured one's when its encoder needs it.
+  auto buf = std::make_shared<aligned_buffer>(un.needs_capture ? rti_.buffers.take(slab_bytes)
+                                                               : aligned_buffer());
+  // 1. Capture (borrowed/owned bytes of a start_save): a plain copy into the staging buffer, all
+  //    queued on the CPU pool at once (no hop back here between units, which is what keeps
+  //    `staged` at about a memcpy).
   if (un.needs_capture) {
-    // (Without a cap every capture is queued on the pool at once: no hop back here between
-    // units, which is what keeps `staged` at about a memcpy.)
-    if (capture_slots) co_await capture_slots->acquire(1);
     if (!failure) {
       co_await asio::co_spawn(rti_.pool, capture_unit(u, buf), asio::use_awaitable);
     }
-    if (capture_slots) capture_slots->release(1);
     if (--capture_left == 0) {
       {
         std::lock_guard l(stats_mutex);
@@ -395,22 +483,25 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
     // Least-filled file next: the files grow evenly and are written in parallel.
     std::size_t f = static_cast<std::size_t>(std::min_element(file_ends.begin(), file_ends.end()) -
                                              file_ends.begin());
-    const std::span<const std::byte> out = un.direct.empty() ? buf->span() : un.direct;
     const std::uint64_t off = file_ends[f];
-    file_ends[f] += out.size();
+    file_ends[f] += un.extent;
     for (std::size_t p = 0; p < un.pieces.size(); ++p) {
       const piece& pc = un.pieces[p];
       auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
       ce.file = static_cast<std::uint32_t>(f);
       ce.offset = off + un.rel_offsets[p];
     }
-    co_await grow_file(f, off + out.size());
-    if (!failure) {
-      auto w = co_await io().write(data_files[f], out, off);
+    co_await grow_file(f, off + un.extent);
+    for (const segment& sg : un.out) {
+      if (failure) break;
+      if (sg.from_leaf) direct_bytes += sg.bytes.size();
+      auto w = co_await io().write(data_files[f], sg.bytes, off + sg.rel);
       if (!w) fail_with(std::move(w).error());
     }
   }
+  un.out.clear();
   rti_.buffers.give(std::move(*buf));
+  if (window) window->release(slab_bytes);
   co_return success();
 }
 
@@ -450,7 +541,8 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   slab_bytes = save_slab_bytes(options.chunk_bytes);
   encode_slots = std::make_unique<detail::async_budget>(std::max(2u, rt->cpu_threads() * 2));
   if (!staged_first) {
-    capture_slots = std::make_unique<detail::async_budget>(std::max(1u, rt->cpu_threads() - 1));
+    window = std::make_unique<detail::async_budget>(
+        std::max(slab_bytes, std::min(rti_.staging.capacity(), stream_window)));
   }
   if (testing::planted("fsync_before_write")) {  // test builds only: a deliberate bug
     co_await prepared.wait_async();
@@ -460,8 +552,12 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   detail::task_group g(ex);
   std::size_t started = 0;
   while (started < units.size() && !failure && !cancel_requested) {
+    if (window) co_await window->acquire(slab_bytes);
     const bool ok = co_await g.spawn(process_unit(started), &rti_.staging, slab_bytes);
-    if (!ok) break;
+    if (!ok) {
+      if (window) window->release(slab_bytes);
+      break;
+    }
     ++started;
   }
   // Account for the units never started.
@@ -573,6 +669,7 @@ asio::awaitable<void> save_handle::state::run() {
       stats.committed_s = since_start();
       stats.encode_s = static_cast<double>(encode_ns.load()) * 1e-9;
       stats.capture_s = static_cast<double>(capture_ns.load()) * 1e-9;
+      stats.direct_bytes = direct_bytes.load();
       if (r && stats.staged_s == 0) stats.staged_s = stats.committed_s;
     }
     staged_event.set(r);
@@ -652,7 +749,7 @@ save_handle start(std::filesystem::path path, const tree& t, boost::json::object
   s->options = std::move(options);
   bool capture = false;
   for (const auto& l : s->leaves) {
-    capture |= l.array.ownership() != ownership::shared && l.array.num_bytes() > 0;
+    capture |= staged_first && l.array.ownership() != ownership::shared && l.array.num_bytes() > 0;
     if (l.array.is_spec()) {
       return refuse(error(
           errc::invalid_argument,
@@ -726,7 +823,7 @@ std::uint64_t reserve_staging(const tree& t, const save_options& options) {
   const std::uint64_t slab = save_slab_bytes(options.chunk_bytes);
   // As many buffers as a save of `t` has write units (all in flight at once at most).
   std::uint64_t n =
-      pack_units(t.flatten(), std::max<std::uint64_t>(options.chunk_bytes, 4096)).size();
+      pack_units(t.flatten(), std::max<std::uint64_t>(options.chunk_bytes, 4096), true).size();
   n = std::min(n, rt->staging_budget() / slab);
   std::vector<aligned_buffer> held;
   held.reserve(static_cast<std::size_t>(n));
