@@ -41,9 +41,15 @@ asio::awaitable<void> worker(io::engine& e, io_phase& p, aligned_buffer& buf) {
 }  // namespace
 
 double run_io_phase(io::engine& e, io_phase& p, std::vector<aligned_buffer>& buffers) {
+  std::vector<io_phase*> one{&p};
+  return run_io_phases(e, one, buffers);
+}
+
+double run_io_phases(io::engine& e, const std::vector<io_phase*>& phases,
+                     std::vector<aligned_buffer>& buffers) {
   asio::io_context ctx(1);
-  for (auto& b : buffers)
-    asio::co_spawn(ctx, worker(e, p, b), asio::detached);
+  for (std::size_t i = 0; i < buffers.size(); ++i)
+    asio::co_spawn(ctx, worker(e, *phases[i % phases.size()], buffers[i]), asio::detached);
   auto t0 = std::chrono::steady_clock::now();
   ctx.run();
   ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
@@ -134,6 +140,58 @@ result<raw_figures> raw_write_read_gibps(const std::string& dir, std::uint64_t b
   }
   ::unlink(path.c_str());
   return out;
+}
+
+result<double> raw_read_files_gibps(const std::vector<std::string>& paths, const raw_options& o) {
+  auto created = io::engine::create({.backend = io::backend_kind::uring,
+                                     .queue_depth = o.depth,
+                                     .threads = std::max(4u, o.depth)});
+  if (!created) return fail(std::move(created).error());
+  auto& e = *created.value();
+  std::vector<aligned_buffer> buffers;
+  for (unsigned i = 0; i < o.depth; ++i)
+    buffers.emplace_back(static_cast<std::size_t>(o.block));
+  for (std::size_t i = 0; i < paths.size(); ++i)
+    drop_file_cache(paths[i], i + 1 == paths.size());
+  // All files at once, `depth` reads in flight in all, as a load reads them.
+  std::vector<io::file> files;
+  std::vector<io_phase> phases;
+  auto close_all = [&] {
+    for (auto& f : files)
+      (void)run(e.close(f));
+  };
+  files.reserve(paths.size());
+  phases.reserve(paths.size());
+  std::uint64_t bytes = 0;
+  for (const auto& path : paths) {
+    auto f = run(e.open(AT_FDCWD, path, O_RDONLY | O_DIRECT));
+    if (!f) {
+      close_all();
+      return fail(std::move(f).error().with_context("raw read baseline " + path));
+    }
+    files.push_back(f.value());
+    auto st = run(e.statx(f.value().fd, "", AT_EMPTY_PATH));
+    if (!st) {
+      close_all();
+      return fail(std::move(st).error().with_context("raw read baseline " + path));
+    }
+    // (Data files are whole pages: every unit is padded for O_DIRECT.)
+    phases.push_back(
+        {.f = &files.back(), .size = st.value().stx_size, .block = o.block, .write = false});
+    bytes += st.value().stx_size;
+  }
+  std::vector<io_phase*> ps;
+  for (auto& p : phases)
+    ps.push_back(&p);
+  const double secs = ps.empty() ? 0.0 : run_io_phases(e, ps, buffers);
+  close_all();
+  for (std::size_t i = 0; i < phases.size(); ++i) {
+    if (!phases[i].error.empty()) {
+      return fail(errc::aborted, "raw read baseline " + paths[i] + ": " + phases[i].error);
+    }
+  }
+  constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+  return secs > 0 ? double(bytes) / secs / gib : 0.0;
 }
 
 }  // namespace ckpt::perf

@@ -25,6 +25,9 @@ struct io_phase {
 
 /// Runs one worker per buffer over the whole of `p`; returns the elapsed seconds.
 double run_io_phase(io::engine& e, io_phase& p, std::vector<aligned_buffer>& buffers);
+/// The same over several passes at once, the buffers dealt out in turn.
+double run_io_phases(io::engine& e, const std::vector<io_phase*>& phases,
+                     std::vector<aligned_buffer>& buffers);
 /// Fills `b` with pseudo-random bytes (incompressible).
 void fill_random(aligned_buffer& b, std::uint64_t seed);
 /// Drops the file's cached pages (fdatasync + fadvise DONTNEED; with `system_wide` as root also
@@ -48,5 +51,11 @@ struct raw_figures {
 /// untimed, as fio does), fsyncs, drops its cache, reads it back, deletes it.
 result<raw_figures> raw_write_read_gibps(const std::string& dir, std::uint64_t bytes,
                                          const raw_options& o = {});
+
+/// Reads `paths` (all at once, `depth` blocks in flight in all) with O_DIRECT after dropping
+/// their cached pages (and, as root, the whole page cache): the load baseline over a
+/// checkpoint's own data files. GiB/s.
+result<double> raw_read_files_gibps(const std::vector<std::string>& paths,
+                                    const raw_options& o = {});
 
 }  // namespace ckpt::perf

@@ -2,18 +2,21 @@
 // baselines of the same byte count in the same folder, alternated with our runs: the raw engine
 // (plain O_DIRECT io_uring, 4 MiB blocks, 16 in flight: raw_io.hpp) and fio when installed.
 //
-//   ckpt-perf save --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--json]
-//   ckpt-perf load --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--json]
+//   ckpt-perf save --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--warm]
+//   ckpt-perf load --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--warm]
 //
-// Method (save): generate the tree (untimed, owned leaves); per run three timed steps, their
-// order rotating from run to run (use a multiple of 3 runs: a big write straight after another
-// one is faster on our disks than one after a pause), after pre-faulting 2x the tree's bytes
-// (untimed): the raw baseline, fio, and our save (reset the peak-RSS mark, time save_blocking()
-// from the call to the commit: fsyncs, index, marker, rename and directory fsyncs included).
+// Method (save): per run three timed steps, their order rotating from run to run (use a
+// multiple of 3 runs: a big write straight after another one is faster on our disks than one
+// after a pause): the raw baseline, fio, and our save: by default in a fresh process that
+// builds the tree (owned leaves), resets the peak-RSS mark and times save_blocking() from the
+// call to the commit (fsyncs, index, marker, rename and directory fsyncs included), paying
+// first-touch costs as a user does; with --warm in this process after pre-faulting 2x the
+// tree's bytes (untimed).
 // Logical GiB/s = tree bytes / that time; the ratio is ours / raw write of the same run; medians
 // over runs. fio: --rw=write --bs=4M --iodepth=16 --direct=1 --ioengine=io_uring --end_fsync=1 over
-// the same byte count. Method (load): save once (untimed); per run: baselines, drop the page cache
-// (root), restore into pre-touched destination buffers with checksums verified.
+// the same byte count. Method (load): save once (untimed); per run: the raw baseline (the
+// checkpoint's own data files read with O_DIRECT), fio, drop the page cache (root), restore into
+// pre-touched destination buffers with checksums verified (a fresh process builds its own).
 #include "bench_util.hpp"
 #include "benches.hpp"
 #include "fio.hpp"
@@ -24,7 +27,10 @@
 #include <ckpt/load.hpp>
 #include <ckpt/save.hpp>
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+
+#include <malloc.h>
 
 #include <chrono>
 #include <cstdio>
@@ -53,13 +59,55 @@ spread spread_of(const boost::json::object& j, std::string_view k) {
   s.n = static_cast<int>(num(o, "n"));
   return s;
 }
+std::string shell_quote(const std::string& a) {
+  std::string q = "'";
+  for (char ch : a)
+    q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return q + "'";
+}
+
+// Runs `ckpt-perf <args>` in a fresh process; the JSON object it prints on its last line.
+result<boost::json::object> run_child(const std::vector<std::string>& args) {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return fail(errc::aborted, "cannot find ckpt-perf's own path: " + ec.message());
+  std::string cmd = shell_quote(exe.string());
+  for (const auto& a : args)
+    cmd += " " + shell_quote(a);
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return fail(errc::aborted, "cannot start " + cmd);
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p))
+    out.append(buf, n);
+  const int status = ::pclose(p);
+  const auto last = out.find_last_of('{');
+  if (status != 0 || last == std::string::npos) {
+    return fail(errc::aborted, cmd + " failed (status " + std::to_string(status) + "): " + out);
+  }
+  boost::system::error_code jec;
+  auto v = boost::json::parse(std::string_view(out).substr(last), jec);
+  if (jec || !v.is_object()) return fail(errc::aborted, cmd + ": unreadable output: " + out);
+  return v.as_object();
+}
+
+// The data files of checkpoint `dir`, for the load baseline.
+std::vector<std::string> data_files_of(const fs::path& dir) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().filename().string().starts_with("data-")) files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
 }  // namespace
 
 result<boost::json::object> bench_save(const save_load_config& c, const tree& t) {
   const std::uint64_t logical = t.num_bytes();
   fs::create_directories(c.dir);
   std::vector<double> ours, fio, raw, ratio, staged, encode, written, fsync, commit;
-  std::uint64_t stored = 0, peak = 0;
+  std::uint64_t stored = 0, peak = 0, direct = 0, added = 0;
   std::string fio_note;
   for (int r = 0; r < c.runs; ++r) {
     // Three timed steps per run: the raw baseline, fio, our save. Their order rotates from run
@@ -83,14 +131,34 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
     auto run_save = [&]() -> result<void> {
       fs::path target = fs::path(c.dir) / ("ckpt-perf-save-" + c.workload);
       fs::remove_all(target);
+      if (c.fresh) {
+        auto j = run_child({"save-child", "--workload", c.workload, "--target", target.string()});
+        if (!j) return fail(std::move(j).error());
+        const auto& o = j.value();
+        peak = std::max(peak, static_cast<std::uint64_t>(num(o, "peak_rss_bytes")));
+        added = std::max(added, static_cast<std::uint64_t>(num(o, "added_rss_bytes")));
+        stored = static_cast<std::uint64_t>(num(o, "stored_bytes"));
+        direct = static_cast<std::uint64_t>(num(o, "direct_bytes"));
+        ours.push_back(double(logical) / num(o, "secs") / gib);
+        staged.push_back(num(o, "staged_s"));
+        encode.push_back(num(o, "encode_s"));
+        written.push_back(num(o, "written_s"));
+        fsync.push_back(num(o, "fsync_s"));
+        commit.push_back(num(o, "commit_s"));
+        fs::remove_all(target);
+        return success();
+      }
       reset_peak_rss();
+      const std::uint64_t before = peak_rss_bytes();
       auto t0 = clock_type::now();
       auto s = save_blocking(target, t, {{"workload", c.workload}});
       double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
       peak = std::max(peak, peak_rss_bytes());
+      added = std::max(added, peak_rss_bytes() - before);
       if (!s) return fail(std::move(s).error());
       const save_stats& st = s.value();
       stored = st.stored_bytes;
+      direct = st.direct_bytes;
       ours.push_back(double(logical) / secs / gib);
       staged.push_back(st.staged_s);
       encode.push_back(st.encode_s);
@@ -100,7 +168,8 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
       fs::remove_all(target);
       return success();
     };
-    prefault(2 * logical);  // (untimed; memory the save will use, first touched here)
+    // (Warm: untimed, memory the save will use first touched here. Fresh: the child pays.)
+    if (!c.fresh) prefault(2 * logical);
     for (int k = 0; k < 3; ++k) {
       const int step = (r + k) % 3;
       auto done = step == 0 ? run_raw() : step == 1 ? run_fio() : run_save();
@@ -113,9 +182,16 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
       {"bench", "save"},
       {"workload", c.workload},
       {"method",
-       "durable save (commit included) of owned leaves after a 2x pre-fault; chunks 4 MiB, "
-       "O_DIRECT, io_uring; raw baseline (same bytes, O_DIRECT io_uring 4 MiB x16, fsync) "
-       "and fio alternated with each run (the order of the three rotates from run to run)"},
+       std::string(c.fresh ? "durable save_blocking (commit included) of owned leaves, each in a "
+                             "fresh process that builds the tree first (peak RSS: the child's, "
+                             "tree included, from the call on)"
+                           : "durable save (commit included) of owned leaves after a 2x "
+                             "pre-fault, in this process") +
+           "; chunks 4 MiB, O_DIRECT, io_uring; raw baseline (same bytes, O_DIRECT io_uring 4 MiB "
+           "x16, fsync) and fio alternated with each run (the order of the three rotates from run "
+           "to run)"},
+      {"fresh_process", c.fresh},
+      {"direct_bytes", direct},
       {"logical_bytes", logical},
       {"stored_bytes", stored},
       {"compression_ratio", stored ? double(logical) / double(stored) : 0.0},
@@ -124,6 +200,8 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
       {"save_gibps_spread", to_json(save)},
       {"staged_s", summarize(staged).median},
       {"peak_rss_bytes", peak},
+      {"peak_rss_over_tree_bytes", peak > logical ? peak - logical : 0},
+      {"added_rss_bytes", added},
       {"runs", c.runs},
       {"stages",
        {{"staged_s", summarize(staged).median},
@@ -156,9 +234,13 @@ void print_save(const boost::json::object& j) {
       j.at("workload").as_string().c_str(), num(j, "logical_bytes") / gib,
       num(j, "stored_bytes") / gib, num(j, "compression_ratio"), static_cast<int>(num(j, "runs")));
   std::printf("  method: %s\n", j.at("method").as_string().c_str());
-  std::printf("  save     %.3f s   %s GiB/s   staged after %.3f s   peak RSS %.2f GiB\n",
-              num(j, "save_s"), describe(spread_of(j, "save_gibps_spread")).c_str(),
-              num(j, "staged_s"), num(j, "peak_rss_bytes") / gib);
+  std::printf(
+      "  save     %.3f s   %s GiB/s   staged after %.3f s   peak RSS %.2f GiB (tree + %.0f MiB, "
+      "%.0f MiB added by the save)   %.0f %% written from the leaves' memory\n",
+      num(j, "save_s"), describe(spread_of(j, "save_gibps_spread")).c_str(), num(j, "staged_s"),
+      num(j, "peak_rss_bytes") / gib, num(j, "peak_rss_over_tree_bytes") / (1 << 20),
+      num(j, "added_rss_bytes") / (1 << 20),
+      100.0 * num(j, "direct_bytes") / std::max(1.0, num(j, "logical_bytes")));
   if (j.contains("raw_write_gibps")) {
     std::printf("  raw      %s GiB/s (O_DIRECT io_uring write+fsync, 4 MiB x16)   ratio %s\n",
                 describe(spread_of(j, "raw_write_gibps_spread")).c_str(),
@@ -187,38 +269,78 @@ result<boost::json::object> bench_load(const save_load_config& c, const tree& t)
     return fail(std::move(s).error().with_context("saving the checkpoint to load"));
   }
   tree dest = destination_like(t);
+  const std::vector<std::string> files = data_files_of(target);
   std::vector<double> ours, fio, raw, ratio;
   std::string cache, fio_note;
-  bool verified = true;
+  std::uint64_t peak = 0, added = 0;
   for (int r = 0; r < c.runs; ++r) {
+    // The raw baseline, fio and our load, in an order rotating from run to run: a read of the
+    // same files straight after another one is faster on our virtual disks (the host caches
+    // them), so a fixed order flatters whichever comes second.
     double raw_r = 0;
-    if (c.raw) {
-      auto b = raw_write_read_gibps(c.dir, logical);
+    auto run_raw = [&]() -> result<void> {
+      if (!c.raw) return success();
+      // The checkpoint's own data files: the same bytes at the same age on disk.
+      auto b = raw_read_files_gibps(files);
       if (!b) return fail(std::move(b).error());
-      raw_r = b.value().read_gibps;
+      raw_r = b.value();
       raw.push_back(raw_r);
-    }
-    if (c.fio) {
+      return success();
+    };
+    auto run_fio = [&]() -> result<void> {
+      if (!c.fio) return success();
       if (auto f = fio_gibps(c.dir, logical, false, &fio_note)) fio.push_back(*f);
+      return success();
+    };
+    auto run_load = [&]() -> result<void> {
+      cache = drop_page_cache();
+      double secs = 0;
+      if (c.fresh) {
+        auto j = run_child({"load-child", "--workload", c.workload, "--target", target.string()});
+        if (!j) return fail(std::move(j).error());
+        secs = num(j.value(), "secs");
+        peak = std::max(peak, static_cast<std::uint64_t>(num(j.value(), "peak_rss_bytes")));
+        added = std::max(added, static_cast<std::uint64_t>(num(j.value(), "added_rss_bytes")));
+      } else {
+        reset_peak_rss();
+        const std::uint64_t before = peak_rss_bytes();
+        auto t0 = clock_type::now();
+        auto l = load_blocking(target, &dest);
+        secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+        peak = std::max(peak, peak_rss_bytes());
+        added = std::max(added, peak_rss_bytes() - before);
+        if (!l) return fail(std::move(l).error());
+      }
+      ours.push_back(double(logical) / secs / gib);
+      return success();
+    };
+    for (int k = 0; k < 3; ++k) {
+      const int step = (r + k) % 3;
+      auto done = step == 0 ? run_raw() : step == 1 ? run_fio() : run_load();
+      if (!done) return fail(std::move(done).error());
     }
-    cache = drop_page_cache();
-    auto t0 = clock_type::now();
-    auto l = load_blocking(target, &dest);
-    double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
-    if (!l) return fail(std::move(l).error());
-    ours.push_back(double(logical) / secs / gib);
     if (raw_r > 0) ratio.push_back(ours.back() / raw_r);
-    if (r == 0) verified = l.value().tree == t;
   }
+  // Bit-exact, once, untimed (a fresh process would need a second copy of the tree to compare).
+  bool verified = false;
+  if (auto l = load_blocking(target, &dest)) verified = l.value().tree == t;
   fs::remove_all(target);
   const spread load = summarize(ours);
   boost::json::object j{
       {"bench", "load"},
       {"workload", c.workload},
       {"method",
-       "cold restore into pre-touched destination buffers, checksums verified, O_DIRECT reads "
-       "through io_uring; raw baseline (same bytes, O_DIRECT io_uring 4 MiB x16, cache dropped) "
-       "alternated with each run"},
+       std::string(c.fresh ? "cold restore, each in a fresh process that builds a pre-touched "
+                             "destination of the tree's shapes first (peak RSS: the child's, "
+                             "destination included, from the call on)"
+                           : "cold restore into pre-touched destination buffers, in this process") +
+           ", checksums verified, O_DIRECT reads through io_uring; raw baseline: the checkpoint's "
+           "own data files read with O_DIRECT io_uring 4 MiB x16, page cache dropped, alternated "
+           "with each run"},
+      {"fresh_process", c.fresh},
+      {"peak_rss_bytes", peak},
+      {"peak_rss_over_tree_bytes", peak > logical ? peak - logical : 0},
+      {"added_rss_bytes", added},
       {"logical_bytes", logical},
       {"load_s", double(logical) / gib / load.median},
       {"load_gibps", load.median},
@@ -247,13 +369,18 @@ void print_load(const boost::json::object& j) {
               j.at("workload").as_string().c_str(), num(j, "logical_bytes") / gib,
               static_cast<int>(num(j, "runs")), j.at("cache").as_string().c_str());
   std::printf("  method: %s\n", j.at("method").as_string().c_str());
-  std::printf("  load     %.3f s   %s GiB/s   %s\n", num(j, "load_s"),
-              describe(spread_of(j, "load_gibps_spread")).c_str(),
-              j.at("verified").as_bool() ? "verified bit-exact" : "MISMATCH");
+  std::printf(
+      "  load     %.3f s   %s GiB/s   %s   peak RSS %.2f GiB (tree + %.0f MiB, %.0f MiB added by "
+      "the load)\n",
+      num(j, "load_s"), describe(spread_of(j, "load_gibps_spread")).c_str(),
+      j.at("verified").as_bool() ? "verified bit-exact" : "MISMATCH",
+      num(j, "peak_rss_bytes") / gib, num(j, "peak_rss_over_tree_bytes") / (1 << 20),
+      num(j, "added_rss_bytes") / (1 << 20));
   if (j.contains("raw_read_gibps")) {
-    std::printf("  raw      %s GiB/s (O_DIRECT io_uring cold read, 4 MiB x16)   ratio %s\n",
-                describe(spread_of(j, "raw_read_gibps_spread")).c_str(),
-                describe(spread_of(j, "ratio_vs_raw_spread")).c_str());
+    std::printf(
+        "  raw      %s GiB/s (its data files, O_DIRECT io_uring cold read, 4 MiB x16)   ratio %s\n",
+        describe(spread_of(j, "raw_read_gibps_spread")).c_str(),
+        describe(spread_of(j, "ratio_vs_raw_spread")).c_str());
   }
   if (j.contains("fio_read_gibps")) {
     std::printf("  fio      %.2f GiB/s (read, bs 4M, iodepth 16, direct)   ratio %.2f\n",
@@ -294,6 +421,10 @@ int parse(int argc, char** argv, options& o, const char* name) {
       o.c.raw = false;
     } else if (a == "--json") {
       o.json = true;
+    } else if (a == "--warm") {
+      o.c.fresh = false;
+    } else if (a == "--fresh-process") {
+      o.c.fresh = true;
     } else {
       std::fprintf(stderr, "ckpt-perf %s: unknown argument %s\n", name, a.c_str());
       return 2;
@@ -302,7 +433,7 @@ int parse(int argc, char** argv, options& o, const char* name) {
   if (o.c.workload.empty() || o.c.dir.empty()) {
     std::fprintf(stderr,
                  "usage: ckpt-perf %s --workload dense|sparse|small|bf16 --dir DIR [--runs N] "
-                 "[--no-fio] [--no-raw] [--json]\n",
+                 "[--no-fio] [--no-raw] [--fresh-process (default) | --warm] [--json]\n",
                  name);
     return 2;
   }
@@ -341,6 +472,70 @@ int load_main(int argc, char** argv) {
   return bench_main(argc, argv, false);
 }
 
+// The fresh-process halves of `save` and `load`: build the tree (or a destination of its shapes),
+// then time one save_blocking (or load_blocking) and print what the parent reports as JSON.
+int child_main(int argc, char** argv, bool save) {
+  std::string workload, target;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--workload") workload = argv[i + 1];
+    if (a == "--target") target = argv[i + 1];
+  }
+  auto t = ckpt::perf::make_workload(workload);
+  if (!t || target.empty()) {
+    std::fprintf(stderr, "usage: ckpt-perf %s-child --workload W --target PATH\n",
+                 save ? "save" : "load");
+    return 2;
+  }
+  boost::json::object j;
+  ckpt::tree dest;
+  if (!save) {
+    dest = ckpt::perf::destination_like(t.value());
+    t.value() = ckpt::tree();
+    ::malloc_trim(0);  // the generated tree's pages go back before the mark is reset
+  }
+  ckpt::perf::reset_peak_rss();
+  const std::uint64_t before = ckpt::perf::peak_rss_bytes();  // (the mark is the RSS now)
+  auto t0 = std::chrono::steady_clock::now();
+  if (save) {
+    auto s = ckpt::save_blocking(target, t.value(), {{"workload", workload}});
+    j["secs"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!s) {
+      std::fprintf(stderr, "ckpt-perf save-child: %s\n", s.error().what().c_str());
+      return 1;
+    }
+    const auto& st = s.value();
+    j["stored_bytes"] = st.stored_bytes;
+    j["direct_bytes"] = st.direct_bytes;
+    j["staged_s"] = st.staged_s;
+    j["encode_s"] = st.encode_s;
+    j["written_s"] = st.written_s;
+    j["fsync_s"] = st.fsync_s;
+    j["commit_s"] = st.commit_s;
+  } else {
+    auto l = ckpt::load_blocking(target, &dest);
+    j["secs"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!l) {
+      std::fprintf(stderr, "ckpt-perf load-child: %s\n", l.error().what().c_str());
+      return 1;
+    }
+  }
+  j["peak_rss_bytes"] = ckpt::perf::peak_rss_bytes();
+  j["added_rss_bytes"] = ckpt::perf::peak_rss_bytes() - before;
+  std::printf("%s\n", boost::json::serialize(j).c_str());
+  return 0;
+}
+int save_child_main(int argc, char** argv) {
+  return child_main(argc, argv, true);
+}
+int load_child_main(int argc, char** argv) {
+  return child_main(argc, argv, false);
+}
+
+ckpt::perf::register_command save_child_cmd("save-child", "(internal) one save in a fresh process",
+                                            save_child_main);
+ckpt::perf::register_command load_child_cmd("load-child", "(internal) one load in a fresh process",
+                                            load_child_main);
 ckpt::perf::register_command save_cmd("save", "save a WORKLOADS.md tree (durable)", save_main);
 ckpt::perf::register_command load_cmd("load", "load a WORKLOADS.md tree (cold cache)", load_main);
 
