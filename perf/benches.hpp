@@ -41,7 +41,9 @@ struct train_config {
   int every = 10;
   int steps = 45;
   int runs = 1;
-  unsigned cpu_threads = 0;  ///< encoder threads; 0: cores (borrowed), cores - 1 (shared)
+  unsigned cpu_threads = 0;          ///< encoder threads; 0: cores (borrowed), cores - 1 (shared)
+  std::uint64_t staging_budget = 0;  ///< runtime_options::staging_budget; 0: its default
+  std::uint64_t base_rss = 0;  ///< the process's RSS before the workload was built (rss_bytes)
   leaf_mode mode = leaf_mode::borrowed;
 };
 

@@ -220,10 +220,12 @@ int report_main(int argc, char** argv) {
     loads.push_back(std::move(l).value());
   }
   {
+    const std::uint64_t base_rss = ckpt::perf::rss_bytes();
     auto t = ckpt::perf::make_workload("dense");
     if (!t) return 1;
     for (auto m : {ckpt::perf::leaf_mode::borrowed, ckpt::perf::leaf_mode::shared}) {
       ckpt::perf::train_config c;
+      c.base_rss = base_rss;
       c.dir = dir;
       c.steps = quick ? 25 : 45;
       c.runs = runs;

@@ -1,7 +1,8 @@
 // ckpt-perf train: a simulated training loop with asynchronous checkpoints.
 //
 //   ckpt-perf train --workload W --step-ms MS --every K [--steps N] [--runs R]
-//                   [--leaf-mode borrowed|shared|both] [--dir DIR] [--cpu-threads T] [--json]
+//                   [--leaf-mode borrowed|shared|both] [--dir DIR] [--cpu-threads T]
+//                   [--budget BYTES] [--json]
 //
 // --steps defaults to 4K + K/2 (four checkpoints, the last one written during the tail);
 // --cpu-threads defaults to all cores for borrowed leaves, all but one for shared ones.
@@ -14,7 +15,10 @@
 // stepping while the checkpoint is written. At the end it waits for the last commit (counted).
 // Each run alternates a loop of the same N steps without checkpoints (the baseline wall and step
 // time) with the loop with checkpoints; 2x the tree's bytes are pre-faulted before each, and the
-// runtime's staging memory once (reserve_staging) before the first run.
+// runtime's staging memory once (reserve_staging) before the first run. --budget sets the
+// runtime's staging budget: below the tree's size `staged` waits for writes to free buffers (the
+// stall grows, the memory does not). Peak RSS is the process's during the loops with
+// checkpoints (the memcpy floor's destination is freed by then).
 //  - borrowed: the save gets array::borrow views of the live buffers (it must capture them, on
 //    its CPU pool, before staged). The floor is memcpy_ms: one single-threaded memcpy of the
 //    tree into pre-faulted memory, measured in the same run.
@@ -267,6 +271,7 @@ result<boost::json::object> bench_train(const train_config& c, tree& t) {
                     : (c.mode == leaf_mode::shared ? std::max(1u, cores - 1) : cores);
   runtime_options ro;
   ro.cpu_threads = cpu_threads;
+  ro.staging_budget = c.staging_budget;
   auto rt = runtime::create(ro);
   if (!rt) return fail(std::move(rt).error());
   // As a training job would at start-up: staging memory faulted in once (untimed), like the
@@ -276,21 +281,27 @@ result<boost::json::object> bench_train(const train_config& c, tree& t) {
     so.runtime = rt.value();
     reserve_staging(view_of(structure, copies[0], c.mode), so);
   }
-  aligned_buffer copy_dst(bytes);
-  std::memset(copy_dst.data(), 0, copy_dst.size());
 
   std::vector<double> stalls, stall_cpus, stall_faults, memcpy_cpus, memcpys, inflation, overhead,
       overhead_steady, inflight_ms, quiet_ms, base_ms, wall_with, wall_without, commit_waits;
   std::vector<save_stats> all_stats;
+  std::uint64_t peak = 0;
   for (int r = 0; r < c.runs; ++r) {
-    double mcpu = 0;
-    memcpys.push_back(memcpy_ms(copies[0], copy_dst, &mcpu));
-    memcpy_cpus.push_back(mcpu);
+    {
+      // (Freed before the loops, so that it is not in their peak RSS.)
+      aligned_buffer copy_dst(bytes);
+      std::memset(copy_dst.data(), 0, copy_dst.size());
+      double mcpu = 0;
+      memcpys.push_back(memcpy_ms(copies[0], copy_dst, &mcpu));
+      memcpy_cpus.push_back(mcpu);
+    }
     prefault(2 * bytes);
     auto base = run_loop(c, structure, copies, per_step, rt.value(), false);
     if (!base) return fail(std::move(base).error());
     prefault(2 * bytes);
+    reset_peak_rss();
     auto with = run_loop(c, structure, copies, per_step, rt.value(), true);
+    peak = std::max(peak, peak_rss_bytes());
     if (!with) return fail(std::move(with).error());
     const auto& w = with.value();
     stalls.insert(stalls.end(), w.stall_ms.begin(), w.stall_ms.end());
@@ -342,6 +353,12 @@ result<boost::json::object> bench_train(const train_config& c, tree& t) {
            "copy of the tree into pre-faulted memory, same run; baseline = same steps without "
            "checkpoints, alternated"},
       {"logical_bytes", bytes},
+      {"staging_budget", rt.value()->staging_budget()},
+      {"peak_rss_bytes", peak},
+      {"peak_rss_over_tree_bytes", peak > bytes * copies.size() ? peak - bytes * copies.size() : 0},
+      {"base_rss_bytes", c.base_rss},
+      {"peak_rss_over_tree_and_base_bytes",
+       peak > bytes * copies.size() + c.base_rss ? peak - bytes * copies.size() - c.base_rss : 0},
       {"step_ms_target", c.step_ms},
       {"every", c.every},
       {"steps", c.steps},
@@ -419,6 +436,12 @@ void print_train(const boost::json::object& j) {
       static_cast<int>(num(j, "runs")), static_cast<int>(num(j, "steps")));
   std::printf("  method: %s\n", j.at("method").as_string().c_str());
   std::printf(
+      "  memory   staging budget %.0f MiB, peak RSS %.2f GiB (the state + %.0f MiB; the process "
+      "held %.0f MiB before the state was built, so + %.0f MiB for the checkpoints)\n",
+      num(j, "staging_budget") / (1 << 20), num(j, "peak_rss_bytes") / gib,
+      num(j, "peak_rss_over_tree_bytes") / (1 << 20), num(j, "base_rss_bytes") / (1 << 20),
+      num(j, "peak_rss_over_tree_and_base_bytes") / (1 << 20));
+  std::printf(
       "  stall    %.1f ms median, %.1f ms max   memcpy %s ms   stall/memcpy %.2f   "
       "target (%s): %s\n",
       num(j, "stall_ms_median"), num(j, "stall_ms_max"),
@@ -456,7 +479,7 @@ int usage() {
       stderr,
       "usage: ckpt-perf train --workload W --step-ms MS --every K [--steps N] [--runs R]\n"
       "                       [--leaf-mode borrowed|shared|both] [--dir DIR] [--cpu-threads T]\n"
-      "                       [--json]\n");
+      "                       [--budget BYTES] [--json]\n");
   return 2;
 }
 
@@ -487,6 +510,10 @@ int train_main(int argc, char** argv) {
       c.runs = std::max(1, std::atoi(v));
     } else if (a == "--leaf-mode" && (v = next())) {
       mode = v;
+    } else if (a == "--budget" && (v = next())) {
+      auto b = ckpt::perf::parse_bytes(v);
+      if (!b) return usage();
+      c.staging_budget = *b;
     } else {
       return usage();
     }
@@ -496,6 +523,7 @@ int train_main(int argc, char** argv) {
       (mode != "borrowed" && mode != "shared" && mode != "both")) {
     return usage();
   }
+  c.base_rss = ckpt::perf::rss_bytes();
   auto t = ckpt::perf::make_workload(c.workload);
   if (!t) {
     std::fprintf(stderr, "ckpt-perf train: %s\n", t.error().what().c_str());

@@ -210,18 +210,28 @@ bool reset_peak_rss() {
   return static_cast<bool>(f);
 }
 
-std::uint64_t peak_rss_bytes() {
+namespace {
+std::uint64_t status_kb(std::string_view key) {
   std::ifstream f("/proc/self/status");
   std::string line;
   while (std::getline(f, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) {
-      std::istringstream in(line.substr(6));
+    if (line.rfind(key, 0) == 0) {
+      std::istringstream in(line.substr(key.size()));
       std::uint64_t kb = 0;
       in >> kb;
       return kb * 1024;
     }
   }
   return 0;
+}
+}  // namespace
+
+std::uint64_t peak_rss_bytes() {
+  return status_kb("VmHWM:");
+}
+
+std::uint64_t rss_bytes() {
+  return status_kb("VmRSS:");
 }
 
 tree destination_like(const tree& t) {

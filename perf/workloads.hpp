@@ -28,6 +28,8 @@ void prefault(std::uint64_t bytes);
 /// Peak-RSS tracking: reset the high-water mark (Linux clear_refs), then read VmHWM.
 bool reset_peak_rss();
 std::uint64_t peak_rss_bytes();
+/// The resident set now (VmRSS).
+std::uint64_t rss_bytes();
 
 /// A tree like `t` whose leaves are fresh writable buffers (pre-touched), for restores into
 /// existing memory.

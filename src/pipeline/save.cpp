@@ -187,11 +187,19 @@ std::vector<unit> pack_units(const std::vector<flat_leaf>& leaves, std::uint64_t
   return units;
 }
 
-// The staging buffer of one write unit: its encoded bytes at worst, padded for O_DIRECT.
+// The staging buffer of one uncaptured write unit: its encoded bytes at worst, padded for
+// O_DIRECT.
 std::uint64_t save_slab_bytes(std::uint64_t chunk_bytes) {
   return detail::buffer_pool::size_class(
       align_up(format::encode_bound(std::max<std::uint64_t>(chunk_bytes, 4096)), io_align) +
       io_align);
+}
+
+// The staging bytes a unit holds: a captured unit is encoded in place and never outgrows its
+// raw bytes (padded), an uncaptured one may need room for a compressed piece's worst case.
+std::uint64_t unit_buffer_bytes(const unit& u, std::uint64_t slab_bytes) {
+  return u.needs_capture ? detail::buffer_pool::size_class(align_up(u.raw_bytes, io_align))
+                         : slab_bytes;
 }
 
 }  // namespace
@@ -448,16 +456,16 @@ asio::awaitable<void> save_handle::state::capture_unit(std::size_t u,
   co_return;  // (a coroutine: co_spawned onto the CPU pool)
 }
 
-// One unit, holding `slab_bytes` of the staging budget (taken by the task group) and, in a
-// streaming save, of the save's window. Its failure goes to fail_with, the save's one failure;
-// the task itself always succeeds.
+// One unit, holding its unit_buffer_bytes of the staging budget (taken by the task group) and,
+// in a streaming save, slab_bytes of the save's window. Its failure goes to fail_with, the save's
+// one failure; the task itself always succeeds.
 asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
   auto self = shared_from_this();
   auto& rti_ = rti();
   unit& un = units[u];
   // A captured unit's staging buffer now; an uncaptured one's when its encoder needs it.
-  auto buf = std::make_shared<aligned_buffer>(un.needs_capture ? rti_.buffers.take(slab_bytes)
-                                                               : aligned_buffer());
+  auto buf = std::make_shared<aligned_buffer>(
+      un.needs_capture ? rti_.buffers.take(unit_buffer_bytes(un, slab_bytes)) : aligned_buffer());
   // 1. Capture (borrowed/owned bytes of a start_save): a plain copy into the staging buffer, all
   //    queued on the CPU pool at once (no hop back here between units, which is what keeps
   //    `staged` at about a memcpy).
@@ -553,7 +561,8 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
   std::size_t started = 0;
   while (started < units.size() && !failure && !cancel_requested) {
     if (window) co_await window->acquire(slab_bytes);
-    const bool ok = co_await g.spawn(process_unit(started), &rti_.staging, slab_bytes);
+    const std::uint64_t cost = unit_buffer_bytes(units[started], slab_bytes);
+    const bool ok = co_await g.spawn(process_unit(started), &rti_.staging, cost);
     if (!ok) {
       if (window) window->release(slab_bytes);
       break;
@@ -821,19 +830,22 @@ std::uint64_t reserve_staging(const tree& t, const save_options& options) {
   auto rt = runtime_or_global(options.runtime);
   auto& pool = detail::access::internals(*rt).buffers;
   const std::uint64_t slab = save_slab_bytes(options.chunk_bytes);
-  // As many buffers as a save of `t` has write units (all in flight at once at most).
-  std::uint64_t n =
-      pack_units(t.flatten(), std::max<std::uint64_t>(options.chunk_bytes, 4096), true).size();
-  n = std::min(n, rt->staging_budget() / slab);
+  // The buffers of a start_save of `t`'s write units (all in flight at once at most), within
+  // the staging budget.
+  const auto units =
+      pack_units(t.flatten(), std::max<std::uint64_t>(options.chunk_bytes, 4096), true);
   std::vector<aligned_buffer> held;
-  held.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    held.push_back(pool.take(static_cast<std::size_t>(slab)));
+  std::uint64_t total = 0;
+  for (const auto& u : units) {
+    const std::uint64_t n = unit_buffer_bytes(u, slab);
+    if (total + n > rt->staging_budget()) break;
+    held.push_back(pool.take(static_cast<std::size_t>(n)));
     std::memset(held.back().data(), 0, held.back().capacity());
+    total += n;
   }
   for (auto& b : held)
     pool.give(std::move(b));
-  return n * slab;
+  return total;
 }
 
 }  // namespace ckpt
