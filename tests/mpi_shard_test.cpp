@@ -158,12 +158,14 @@ int check_mode(const fs::path& job, int ack) {
       return fail_with(0, g.path + " differs");
     }
   }
-  // Visible names are committed checkpoints (plus LATEST); hidden ones are ckpt's temporaries.
+  // Visible names are committed checkpoints (plus LATEST); hidden ones are ckpt's temporaries,
+  // and LATEST.tmp is what a kill while LATEST is being replaced leaves (FORMAT.md: written,
+  // fsynced, renamed over LATEST; the next start-up's cleanup removes it).
   auto committed = ckpt::store::list_committed(job);
   if (!committed) return fail_with(0, committed.error().what());
   for (const auto& e : fs::directory_iterator(job)) {
     const std::string n = e.path().filename().string();
-    if (n == "LATEST" || n[0] == '.') continue;
+    if (n == "LATEST" || n == "LATEST.tmp" || n[0] == '.') continue;
     if (std::find(committed.value().begin(), committed.value().end(), n) ==
         committed.value().end()) {
       return fail_with(0, "visible but not committed: " + n);

@@ -584,7 +584,8 @@ class restoreable_job : public checkpointed_job<C> {
   /// job's checkpoint `suffix`, waits for the commit, registers it as LATEST and starts
   /// retention (register_latest). To keep training while it is written instead: h =
   /// start_save_tree_and_metadata(suffix, t, metadata), co_await h.staged(), train on, then
-  /// co_await commit_and_register(h, suffix). `t` must stay alive until the await completes.
+  /// co_await commit_and_register(h, suffix). `t` must stay alive and unchanged until the await
+  /// completes (the save writes from its leaves' memory).
   boost::asio::awaitable<result<save_stats>> save_and_register(std::filesystem::path suffix,
                                                                const tree& t,
                                                                boost::json::object metadata = {}) {
