@@ -42,6 +42,8 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -86,6 +88,11 @@ namespace {
 
 // Completions being posted right now, by any engine (see wait_for_completions_posted()).
 std::atomic<long> posting{0};
+// A forked child has none of the parent's threads, so a post in flight at the fork never ends
+// there: without this a child that makes its own runtime waits for it forever when it drops it
+// (found by the hostile-load tests, which fork right after a save).
+[[maybe_unused]] const int posting_reset_in_child =
+    ::pthread_atfork(nullptr, nullptr, [] { posting.store(0, std::memory_order_relaxed); });
 
 /// The op that resumes a coroutine: completion posts the handler to its own executor.
 template <class Handler>
