@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <random>
 #include <system_error>
 
@@ -49,6 +50,13 @@ std::vector<std::uint8_t> random_bytes(std::size_t n, std::uint64_t seed) {
       out[i + j] = static_cast<std::uint8_t>(z >> (8 * j));
   }
   return out;
+}
+
+ckpt::array random_array(ckpt::dtype t, std::int64_t n, std::uint64_t seed) {
+  auto a = ckpt::array::zeros(t, {n}).value();
+  auto bytes = random_bytes(a.num_bytes(), seed);
+  if (!bytes.empty()) std::memcpy(a.mutable_bytes().data(), bytes.data(), bytes.size());
+  return a;
 }
 
 }  // namespace ckpt::test

@@ -1,6 +1,8 @@
 // Shared helpers for ckpt's tests: temporary directories and deterministic data.
 #pragma once
 
+#include <ckpt/array.hpp>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -28,5 +30,8 @@ std::vector<std::filesystem::path> test_roots();
 
 /// Deterministic pseudo-random bytes (splitmix64 of `seed`).
 std::vector<std::uint8_t> random_bytes(std::size_t n, std::uint64_t seed);
+
+/// An owned 1-d array of `n` elements of `t` holding random_bytes(seed).
+ckpt::array random_array(ckpt::dtype t, std::int64_t n, std::uint64_t seed);
 
 }  // namespace ckpt::test

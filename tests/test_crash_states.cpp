@@ -60,7 +60,7 @@ namespace {
 // ---- the log ---------------------------------------------------------------------------------
 
 struct logged_op {
-  enum kind_t { mkdir, create, truncate, write, grow, fsync, rename, unlink, ack };
+  enum kind_t { mkdir, create, truncate, write, grow, fsync, rename, unlink, hardlink, ack };
   kind_t kind = mkdir;
   std::string path, path2;
   std::uint64_t offset = 0, length = 0;
@@ -72,8 +72,18 @@ struct logged_op {
 };
 
 // The scenario's phases: crash states are counted by the phase of the prefix's last op.
-const char* const phase_names[] = {"save", "LATEST", "retention", "overwrite", "sharded", "DONE"};
-enum phase_t { ph_save, ph_latest, ph_retention, ph_overwrite, ph_sharded, ph_done, ph_count };
+const char* const phase_names[] = {"save",      "differential save", "LATEST", "retention",
+                                   "overwrite", "sharded",           "DONE"};
+enum phase_t {
+  ph_save,
+  ph_diff,
+  ph_latest,
+  ph_retention,
+  ph_overwrite,
+  ph_sharded,
+  ph_done,
+  ph_count
+};
 
 class op_log {
  public:
@@ -174,6 +184,11 @@ class recording_backend final : public ckpt::io::backend {
       case op_kind::unlink:
         lo.kind = logged_op::unlink;
         lo.path = join(r.dirfd, r.path);
+        break;
+      case op_kind::link:
+        lo.kind = logged_op::hardlink;
+        lo.path = join(r.dirfd, r.path);
+        lo.path2 = join(r.dirfd2, r.path2);
         break;
       default:
         keep = false;
@@ -419,6 +434,17 @@ std::vector<mop> to_inode_ops(const std::vector<logged_op>& log, const fs::path&
         if (lo.exchange) m.ino2 = full.inodes[static_cast<std::size_t>(d2)].entries.at(n2);
         break;
       }
+      case logged_op::hardlink: {
+        // A second name for an existing inode (a differential save's link to its base's file).
+        auto [d, name] = parent_and_name(lo.path2);
+        REQUIRE(d >= 0);
+        m.kind = mop::link;
+        m.dir = d;
+        m.name = name;
+        m.ino = full.lookup(rel(lo.path));
+        if (m.ino < 0) FAIL("no inode for " << lo.path);
+        break;
+      }
       case logged_op::unlink: {
         auto [d, name] = parent_and_name(lo.path);
         if (d < 0) continue;
@@ -453,7 +479,11 @@ tree tree_for(std::uint64_t step) {
   auto s = b.as_mutable<std::int32_t>();
   for (std::size_t i = 0; i < s.size(); ++i)
     s[i] = static_cast<std::int32_t>((i % 17) + step);
-  return tree::dict({{"w", w}, {"b", b}});
+  // The same at every step: what a differential save shares with its base.
+  auto frozen = array::zeros(dtype::f32, {4096}).value();
+  auto fb = ckpt::test::random_bytes(frozen.num_bytes(), 77);
+  std::memcpy(frozen.as_mutable<float>().data(), fb.data(), fb.size());
+  return tree::dict({{"w", w}, {"b", b}, {"frozen", frozen}});
 }
 
 std::string step_name(std::uint64_t s) {
@@ -536,9 +566,13 @@ recorded_run record_scenario(const fs::path& base, int rounds, bool extras,
   so.runtime = rt;
   for (int s = 1; s <= rounds; ++s) {
     const auto step = static_cast<std::uint64_t>(s);
-    log.set_phase(ph_save);
+    // Even steps are differential (sharing "frozen" with the step before, which retention then
+    // retires while they still link its data file), odd steps full.
+    ckpt::save_options sso = so;
+    if (s % 2 == 0) sso.base = job / step_name(step - 1);
+    log.set_phase(s % 2 == 0 ? ph_diff : ph_save);
     auto saved = ckpt::save_blocking(job / step_name(step), tree_for(step),
-                                     {{"step", static_cast<std::int64_t>(step)}}, so);
+                                     {{"step", static_cast<std::int64_t>(step)}}, sso);
     REQUIRE(saved);
     ++n.saves;
     register_and_retire(step_name(step), step);
@@ -548,6 +582,7 @@ recorded_run record_scenario(const fs::path& base, int rounds, bool extras,
     const auto last = static_cast<std::uint64_t>(rounds);
     ckpt::save_options over = so;
     over.overwrite = true;
+    over.base = job / step_name(last);  // (its own base: linked before the exchange)
     log.set_phase(ph_overwrite);
     REQUIRE(ckpt::save_blocking(job / step_name(last), tree_for(last + 1),
                                 {{"step", static_cast<std::int64_t>(last + 1)}}, over));
@@ -606,34 +641,49 @@ void check_state(const fs_model& state, std::uint64_t acked, bool done_acked,
   state.write_out(0, scratch);
   const fs::path job = scratch / "job";
   std::string problem;
+  // An ordinary or a sharded checkpoint loads the tree of the step its metadata names (leaf by
+  // leaf, since a sharded load nests its leaves in an order of its own; it holds no "frozen").
+  auto check_checkpoint = [&](const std::string& name, std::uint64_t& step) -> std::string {
+    const fs::path ck = job / name;
+    const bool sharded = fs::exists(ck / "sharded-index.json");
+    auto loaded = sharded ? ckpt::load_sharded_full_blocking(ck) : ckpt::load_blocking(ck);
+    if (!loaded) return name + " does not load: " + loaded.error().message();
+    auto it = loaded.value().metadata.find("step");
+    step = it == loaded.value().metadata.end() ? 0
+                                               : static_cast<std::uint64_t>(it->value().as_int64());
+    const tree want = tree_for(step);
+    const tree& got = loaded.value().tree;
+    const bool same = got.size() == (sharded ? 2u : 3u) && got.get("w") && got.get("b") &&
+                      *got.get("w") == *want.get("w") && *got.get("b") == *want.get("b") &&
+                      (sharded || (got.get("frozen") && *got.get("frozen") == *want.get("frozen")));
+    if (!same) {
+      return std::string(sharded ? "sharded " : "") + name + " (step " + std::to_string(step) +
+             ") loads different data";
+    }
+    return {};
+  };
   auto latest = ckpt::store::read_latest(job);
   if (!latest) {
     problem = "LATEST unreadable: " + latest.error().message();
   } else if (!latest.value()) {
     problem = "no LATEST";
   } else {
-    // An ordinary or a sharded checkpoint: the same oracle for both (leaf by leaf, since a
-    // sharded load nests its leaves in an order of its own).
-    const fs::path ck = job / *latest.value();
-    const bool sharded = fs::exists(ck / "sharded-index.json");
-    auto loaded = sharded ? ckpt::load_sharded_full_blocking(ck) : ckpt::load_blocking(ck);
-    if (!loaded) {
-      problem = "LATEST " + *latest.value() + " does not load: " + loaded.error().message();
-    } else {
-      auto it = loaded.value().metadata.find("step");
-      const std::uint64_t step = it == loaded.value().metadata.end()
-                                     ? 0
-                                     : static_cast<std::uint64_t>(it->value().as_int64());
-      const tree want = tree_for(step);
-      const tree& got = loaded.value().tree;
-      if (step < acked) {
-        problem =
-            "LATEST is step " + std::to_string(step) + " < acknowledged " + std::to_string(acked);
-      } else if (got.size() != 2 || !got.get("w") || !got.get("b") ||
-                 !(*got.get("w") == *want.get("w")) || !(*got.get("b") == *want.get("b"))) {
-        problem = std::string(sharded ? "sharded " : "") + "step " + std::to_string(step) +
-                  " loads different data";
-      }
+    std::uint64_t step = 0;
+    problem = check_checkpoint(*latest.value(), step);
+    if (problem.empty() && step < acked) {
+      problem =
+          "LATEST is step " + std::to_string(step) + " < acknowledged " + std::to_string(acked);
+    }
+  }
+  // Every listed checkpoint loads, whatever retention deleted (differential ones share files).
+  if (problem.empty()) {
+    auto listed = ckpt::store::list_committed(job);
+    if (!listed) problem = "listing fails: " + listed.error().message();
+    for (const auto& name : listed ? listed.value() : std::vector<std::string>{}) {
+      if (latest && latest.value() && name == *latest.value()) continue;
+      std::uint64_t step = 0;
+      problem = check_checkpoint(name, step);
+      if (!problem.empty()) break;
     }
   }
   if (problem.empty()) {
@@ -773,7 +823,8 @@ TEST_CASE(
 }
 
 TEST_CASE("the crash-state generator catches planted protocol bugs", "[crash][plant]") {
-  const char* bugs[] = {"skip_dir_fsync", "fsync_before_write", "latest_before_data"};
+  const char* bugs[] = {"skip_dir_fsync", "fsync_before_write", "latest_before_data",
+                        "link_after_dir_fsync"};
   int caught = 0;
   for (const char* bug : bugs) {
     ::setenv("CKPT_TEST_PLANT_BUG", bug, 1);
@@ -788,7 +839,7 @@ TEST_CASE("the crash-state generator catches planted protocol bugs", "[crash][pl
                 t.examples.empty() ? "" : t.examples.front().c_str());
     if (t.violations > 0) ++caught;
   }
-  std::printf("planted bugs caught: %d/3\n", caught);
+  std::printf("planted bugs caught: %d/%zu\n", caught, std::size(bugs));
   std::fflush(stdout);
-  CHECK(caught == 3);
+  CHECK(caught == static_cast<int>(std::size(bugs)));
 }

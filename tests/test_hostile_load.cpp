@@ -161,7 +161,7 @@ child_result in_child(F&& fn, int limit_s) {
 // claiming the file holds `file_size` bytes.
 std::string claimed_index(std::uint64_t elements, std::uint64_t file_size) {
   fmt::index ix;
-  ix.files.push_back({"data-00000.bin", file_size});
+  ix.files.push_back({"data-00000.bin", file_size, {}});
   fmt::leaf_entry le;
   le.path = "w";
   le.dtype = dtype::f32;

@@ -21,13 +21,6 @@ using ckpt::tree;
 
 namespace {
 
-array owned_random(dtype t, std::int64_t n, std::uint64_t seed) {
-  auto a = array::zeros(t, {n}).value();
-  auto bytes = ckpt::test::random_bytes(a.num_bytes(), seed);
-  if (!bytes.empty()) std::memcpy(a.mutable_bytes().data(), bytes.data(), bytes.size());
-  return a;
-}
-
 // Leaves of every shape the direct path distinguishes: page-aligned and not, whole pages and
 // not, below and above the direct threshold (64 KiB), one chunk and several, raw and
 // compressible, owned, borrowed at odd offsets and shared, with small leaves between them.
@@ -60,19 +53,20 @@ layout_tree make_layouts() {
   for (std::size_t i = 0; i < f.size(); ++i)
     f[i] = static_cast<float>(i % 7);
   lt.t = tree::dict({
-      {"tiny", owned_random(dtype::u8, 3, 1)},
-      {"page", owned_random(dtype::u8, 65536, 2)},         // exactly the threshold
-      {"below", owned_random(dtype::u8, 65535, 3)},        // just under it
-      {"tail", owned_random(dtype::u8, 65536 + 4097, 4)},  // whole pages + a tail
-      {"odd_f32", owned_random(dtype::f32, 1000003, 5)},   // 4 MB + 12: a chunk + a tail
-      {"tiny2", owned_random(dtype::u8, 17, 6)},
-      {"multi", owned_random(dtype::f64, 3 * 524288 + 5, 7)},  // three 4 MiB chunks + 40 B
-      {"zip", compressible},                                   // LZ4 where a sample pays
-      {"b_odd", borrow_at(1, 300001)},                         // odd start: staged
-      {"b_page", borrow_at(4096, 200000)},                     // aligned start, odd size
-      {"b_3", borrow_at(3 + 8192, 5 << 20)},                   // odd start, several chunks
-      {"s_page", share_at(1 << 20, (6 << 20) + 9)},            // shared, aligned, odd size
-      {"s_odd", share_at((9 << 20) + 5, 70000)},               // shared, odd start
+      {"tiny", ckpt::test::random_array(dtype::u8, 3, 1)},
+      {"page", ckpt::test::random_array(dtype::u8, 65536, 2)},         // exactly the threshold
+      {"below", ckpt::test::random_array(dtype::u8, 65535, 3)},        // just under it
+      {"tail", ckpt::test::random_array(dtype::u8, 65536 + 4097, 4)},  // whole pages + a tail
+      {"odd_f32", ckpt::test::random_array(dtype::f32, 1000003, 5)},  // 4 MB + 12: a chunk + a tail
+      {"tiny2", ckpt::test::random_array(dtype::u8, 17, 6)},
+      {"multi",
+       ckpt::test::random_array(dtype::f64, 3 * 524288 + 5, 7)},  // three 4 MiB chunks + 40 B
+      {"zip", compressible},                                      // LZ4 where a sample pays
+      {"b_odd", borrow_at(1, 300001)},                            // odd start: staged
+      {"b_page", borrow_at(4096, 200000)},                        // aligned start, odd size
+      {"b_3", borrow_at(3 + 8192, 5 << 20)},                      // odd start, several chunks
+      {"s_page", share_at(1 << 20, (6 << 20) + 9)},               // shared, aligned, odd size
+      {"s_odd", share_at((9 << 20) + 5, 70000)},                  // shared, odd start
       {"empty", array::zeros(dtype::f32, {0}).value()},
   });
   return lt;
@@ -211,8 +205,8 @@ TEST_CASE(
     DYNAMIC_SECTION(root.string()) {
       ckpt::test::temp_dir dir(root);
       // "a" is one raw 1 MiB chunk at the start of the only data file.
-      tree t = tree::dict(
-          {{"a", owned_random(dtype::u8, 1 << 20, 11)}, {"b", owned_random(dtype::u8, 8192, 12)}});
+      tree t = tree::dict({{"a", ckpt::test::random_array(dtype::u8, 1 << 20, 11)},
+                           {"b", ckpt::test::random_array(dtype::u8, 8192, 12)}});
       ckpt::save_options so;
       so.data_files = 1;
       auto s = ckpt::save_blocking(dir / "c", t, {}, so);

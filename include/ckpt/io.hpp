@@ -104,6 +104,9 @@ class engine {
                                        std::string new_path, unsigned flags = 0);
   /// unlinkat; AT_REMOVEDIR removes an empty directory.
   asio::awaitable<result<void>> unlink(int dirfd, std::string path, int flags = 0);
+  /// linkat (a hard link `new_path` to the file `old_path`; never follows a symbolic link).
+  asio::awaitable<result<void>> link(int old_dirfd, std::string old_path, int new_dirfd,
+                                     std::string new_path);
 
  private:
   // An engine over a given backend (src/io/backend.hpp: the seam for fault injection).

@@ -169,6 +169,9 @@ inline error with_path_context(error e, std::string_view what, const std::filesy
 
 /// The job.json object of a save: {"spec": spec, "config": config}.
 boost::json::object make_job_json(const execution_spec& spec, boost::json::value config);
+/// The checkpoint `spec`'s job directory names in LATEST (a plain name), or none: the default
+/// base of a differential save (the save checks it is a committed checkpoint).
+std::optional<std::filesystem::path> latest_checkpoint(const execution_spec& spec);
 
 /// What from_checkpoint needs from a checkpoint's job.json.
 struct checkpoint_identity {
@@ -330,6 +333,11 @@ class checkpointed_job : public basic_job<C> {
   /// job's own job.json). Default: the library defaults.
   ckpt::save_options& save_defaults() noexcept { return save_defaults_; }
   ckpt::load_options& load_defaults() noexcept { return load_defaults_; }
+  /// Differential saves (on by default): a save whose save_defaults() name no `base` shares the
+  /// unchanged chunks of the job's latest checkpoint (LATEST), or is written in full where there
+  /// is none or it cannot be used (save_stats::base_note). Sharded saves are always in full.
+  void set_differential(bool on) noexcept { differential_ = on; }
+  bool differential() const noexcept { return differential_; }
 
   /// Loads the checkpoint at `checkpoints_dir / rel_path` (any job's) into the shape of
   /// `template_tree`. @param partial restore only the template's leaves that the checkpoint
@@ -534,11 +542,18 @@ class checkpointed_job : public basic_job<C> {
     auto options = save_defaults_;
     CKPT_TRY(auto job, job_json());
     options.job = std::move(job);
+    if (differential_ && options.base.empty()) {
+      if (auto base = detail::latest_checkpoint(this->spec_)) {
+        options.base = std::move(*base);
+        options.base_optional = true;
+      }
+    }
     return std::pair{std::move(path), std::move(options)};
   }
 
   ckpt::save_options save_defaults_;
   ckpt::load_options load_defaults_;
+  bool differential_ = true;
 };
 
 /// A job that can restore its state from a checkpoint and resume from its latest one.

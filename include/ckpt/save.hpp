@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <string>
 
 namespace ckpt {
 
@@ -47,6 +48,21 @@ struct save_options {
   double min_ratio = 1.5;
   /// Open data files with O_DIRECT where the file system allows it.
   bool direct_io = true;
+  /// A differential save: a committed checkpoint whose chunks this one may share. A chunk whose
+  /// raw bytes have the same XXH3-128 as the base's chunk at the same place (leaf path, dtype,
+  /// chunk index and raw range; same chunk_bytes) is not written: the checkpoint hard-links the
+  /// base's data file that holds it and points into it (docs/FORMAT.md "Differential
+  /// checkpoints"), so deleting the base never breaks it. The base must be on the same file
+  /// system. A borrowed leaf's unchanged chunk is hashed before `staged`, never copied. Empty:
+  /// every chunk is written.
+  std::filesystem::path base;
+  /// When `base` cannot be used (missing, not a committed checkpoint, sharded, damaged index,
+  /// another file system), save in full instead of failing; save_stats::base_note says why.
+  /// The job layer sets it for its default base (the latest checkpoint).
+  bool base_optional = false;
+  /// Record each chunk's XXH3-128 in the index, what a later differential save compares
+  /// against (about one extra hash pass over memory). Required with `base`.
+  bool hash_chunks = true;
   /// Contents of job.json (the job layer's slot: spec and config); absent when empty.
   std::optional<boost::json::object> job;
   /// The runtime to run on; null means runtime::global().
@@ -62,6 +78,11 @@ struct save_stats {
   /// Bytes written straight from the leaves' memory, without a staging copy (raw, page-aligned
   /// chunks of shared leaves, and of every leaf in a save whose caller waits for the commit).
   std::uint64_t direct_bytes = 0;
+  /// A differential save: raw bytes of the chunks shared with the base (not written), and in
+  /// how many chunks; `base_note` says why a base was not used (base_optional).
+  std::uint64_t shared_bytes = 0;
+  std::uint64_t shared_chunks = 0;
+  std::string base_note;
   double staged_s = 0;     ///< start -> staged
   double capture_s = 0;    ///< CPU seconds copying borrowed/owned bytes to staging (summed)
   double encode_s = 0;     ///< CPU seconds spent encoding + checksumming (summed over threads)

@@ -214,7 +214,19 @@ asio::awaitable<result<commit_timing>> commit_open(io::engine& io, commit_reques
     timing.data_fsync_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  // 2. The small files, concurrently, each fsynced.
+  // 2. Hard links to the base's data files (durable with the directory's fsync in 4.), then the
+  //    small files, concurrently, each fsynced.
+  const bool late_links = testing::planted("link_after_dir_fsync");  // test builds only
+  auto make_links = [&]() -> asio::awaitable<result<void>> {
+    for (const auto& l : rq.links) {
+      CKPT_CO_TRYV_CTX(co_await io.link(l.dir.fd, l.from, rq.tmp_dir.fd, l.name),
+                       "link the base's " + l.from + " as " + l.name);
+    }
+    co_return success();
+  };
+  if (!late_links) {
+    CKPT_CO_TRY(co_await make_links());
+  }
   {
     std::vector<asio::awaitable<result<void>>> ops;
     for (auto& f : rq.files)
@@ -253,6 +265,9 @@ asio::awaitable<result<commit_timing>> commit_open(io::engine& io, commit_reques
         std::move(renamed).error().with_context("rename " + rq.tmp_name + " to " + rq.name));
   }
   testing::kill_point(kp + "after_rename");
+  if (late_links) {
+    CKPT_CO_TRY(co_await make_links());
+  }
   result<void> synced = success();
   if (!skip_dir_fsync) synced = co_await io.fsync(rq.parent_dir);
   if (!synced) {

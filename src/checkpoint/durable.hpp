@@ -6,7 +6,8 @@
 // The commit protocol (RELIABILITY.md, steps 4-8; docs/FORMAT.md "Commit protocol"):
 //   1. the caller has written its data files inside `.<name>.tmp-<pid>-<hex>` (all writes
 //      completed); commit() fsyncs and closes them;
-//   2. the small files (metadata.json, job.json, the index) are written, each fsynced;
+//   2. a differential checkpoint's hard links to its base's data files are made; the small
+//      files (metadata.json, job.json, the index) are written, each fsynced;
 //   3. the commit marker (COMMIT) last, fsynced;
 //   4. fsync of the temporary directory;
 //   5. renameat2 to the final name (RENAME_NOREPLACE, or RENAME_EXCHANGE when overwriting an
@@ -79,6 +80,15 @@ struct small_file {
   std::string content;
 };
 
+/// A hard link a differential checkpoint makes to a data file of its base: `from` in the open
+/// directory `dir` (the base's, committed, so its data is durable) becomes `name` in the
+/// temporary directory. Made after the data files' fsyncs, durable with the directory's fsync.
+struct link_request {
+  io::file dir;
+  std::string from;
+  std::string name;
+};
+
 /// What commit() needs: the parent and temporary directory, names and files.
 struct commit_request {
   /// Data files whose writes all completed: fsynced (concurrently), then closed, first.
@@ -90,10 +100,11 @@ struct commit_request {
   std::filesystem::path parent;
   io::file tmp_dir;
   std::string tmp_name;
-  std::string name;               ///< the checkpoint's final name inside `parent`
-  std::vector<small_file> files;  ///< written concurrently, each fsynced, before the marker
-  small_file marker;              ///< the commit marker, written last
-  bool overwrite = false;         ///< exchange with an existing checkpoint of that name
+  std::string name;                 ///< the checkpoint's final name inside `parent`
+  std::vector<link_request> links;  ///< hard links to a base's data files (differential)
+  std::vector<small_file> files;    ///< written concurrently, each fsynced, before the marker
+  small_file marker;                ///< the commit marker, written last
+  bool overwrite = false;           ///< exchange with an existing checkpoint of that name
   /// Prefix of the kill points passed (test builds): "" for a save (`after_commit_marker`,
   /// `after_rename`), "shard_" for a sharded commit (`shard_before_commit_marker`, ...).
   std::string kill_prefix;

@@ -1,6 +1,7 @@
 #include "format/codec.hpp"
 
 #include <lz4.h>
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
 #include <algorithm>
@@ -218,6 +219,39 @@ bool try_parse_checksum_hex(std::string_view s, std::uint64_t& out) noexcept {
   if (bad) return false;
   out = h;
   return true;
+}
+
+raw_hash hash128(std::span<const std::byte> bytes) noexcept {
+  const XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
+  return {h.low64, h.high64};
+}
+
+raw_hash hash128_and_checksum(std::span<const std::byte> bytes, std::uint64_t& xxh3) noexcept {
+  constexpr std::size_t block = 256u << 10;
+  if (bytes.size() <= block) {
+    xxh3 = checksum(bytes);
+    return hash128(bytes);
+  }
+  XXH3_state_t s64, s128;
+  XXH3_64bits_reset(&s64);
+  XXH3_128bits_reset(&s128);
+  for (std::size_t off = 0; off < bytes.size(); off += block) {
+    const std::size_t n = std::min(block, bytes.size() - off);
+    XXH3_64bits_update(&s64, bytes.data() + off, n);
+    XXH3_128bits_update(&s128, bytes.data() + off, n);
+  }
+  xxh3 = XXH3_64bits_digest(&s64);
+  const XXH128_hash_t h = XXH3_128bits_digest(&s128);
+  return {h.low64, h.high64};
+}
+
+std::string hash128_hex(const raw_hash& h) {
+  return checksum_hex(h.hi) + checksum_hex(h.lo);
+}
+
+bool try_parse_hash128_hex(std::string_view s, raw_hash& h) noexcept {
+  return s.size() == 32 && try_parse_checksum_hex(s.substr(0, 16), h.hi) &&
+         try_parse_checksum_hex(s.substr(16), h.lo);
 }
 
 result<std::uint64_t> parse_checksum_hex(std::string_view s) {

@@ -34,6 +34,20 @@ result<std::uint64_t> parse_checksum_hex(std::string_view s);
 /// parse_checksum_hex without the error: false when `s` is not 16 hex digits.
 bool try_parse_checksum_hex(std::string_view s, std::uint64_t& h) noexcept;
 
+/// The identity of a chunk's raw bytes: XXH3-128 (a differential save treats two chunks whose
+/// hashes are equal as equal; docs/FORMAT.md "Differential checkpoints").
+struct raw_hash {
+  std::uint64_t lo = 0, hi = 0;
+  friend bool operator==(const raw_hash&, const raw_hash&) = default;
+};
+raw_hash hash128(std::span<const std::byte> bytes) noexcept;
+/// hash128 and checksum of the same bytes in one pass over memory (a raw chunk's stored bytes
+/// are its raw bytes): blocks small enough to stay in cache are fed to both.
+raw_hash hash128_and_checksum(std::span<const std::byte> bytes, std::uint64_t& xxh3) noexcept;
+/// 32 lowercase hex digits (hi then lo), and back (false unless exactly 32 hex digits).
+std::string hash128_hex(const raw_hash& h);
+bool try_parse_hash128_hex(std::string_view s, raw_hash& h) noexcept;
+
 struct codec_policy {
   /// Try compression at all (false: every chunk raw).
   bool compress = true;

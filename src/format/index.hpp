@@ -19,7 +19,7 @@
 namespace ckpt::format {
 
 inline constexpr std::uint32_t version_major = 1;
-inline constexpr std::uint32_t version_minor = 0;
+inline constexpr std::uint32_t version_minor = 1;
 
 /// File names inside a checkpoint directory.
 inline constexpr std::string_view index_file = "index.json";
@@ -39,6 +39,8 @@ struct chunk_entry {
   std::uint64_t xxh3 = 0;         ///< XXH3-64 of the stored bytes
   std::uint32_t file = 0;         ///< index into index::files
   format::codec codec = format::codec::raw;
+  bool hashed = false;  ///< `hash` recorded (1.1; a leaf records all its chunks' or none)
+  raw_hash hash;        ///< XXH3-128 of the raw bytes: what a differential save compares
 };
 
 struct leaf_entry {
@@ -52,7 +54,20 @@ struct leaf_entry {
 struct file_entry {
   std::string name;        ///< plain file name in the checkpoint directory
   std::uint64_t size = 0;  ///< exact size in bytes
+  /// (1.1) Empty: written by this checkpoint. Otherwise a hard link to a data file of an
+  /// earlier checkpoint, the name of the checkpoint that wrote it (informative: for tools).
+  std::string origin;
 };
+
+/// A data file as error messages name it: "data-00001.bin", or for a hard link to an earlier
+/// checkpoint's file "shared-...-00001.bin (written by step_10)".
+inline std::string file_label(const file_entry& f) {
+  return f.origin.empty() ? f.name : f.name + " (written by " + f.origin + ")";
+}
+
+/// The name a differential save gives its hard link to data file `n` of the checkpoint whose
+/// index checksum is `origin_xxh3`: "shared-<16 hex>-NNNNN.bin".
+std::string shared_file_name(std::uint64_t origin_xxh3, std::uint32_t n);
 
 /// A node of the tree's structure. Nodes are stored in pre-order: a dict's or list's children
 /// (each followed by its own subtree) come right after it, so the n-th leaf node is leaves[n].

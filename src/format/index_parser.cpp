@@ -337,7 +337,7 @@ bool index_parser::parse_files(od::value& v) {
     od::object o;
     CKPT_OD(el.get_object().get(o), where(), "an object");
     file_entry fe;
-    bool has_name = false, has_size = false;
+    bool has_name = false, has_size = false, has_origin = false;
     for (auto fr : o) {
       CKPT_OD_FIELD(fr, f, key, where());
       if (is(key, "name")) {
@@ -354,6 +354,16 @@ bool index_parser::parse_files(od::value& v) {
         if (has_size) return fail(sink.corrupt(where() + ": duplicate key \"size\""));
         has_size = true;
         CKPT_OD(f.value().get_uint64().get(fe.size), where() + ".size", non_negative_integer);
+      } else if (is(key, "origin")) {
+        if (has_origin) return fail(sink.corrupt(where() + ": duplicate key \"origin\""));
+        has_origin = true;
+        std::string_view s;
+        CKPT_OD(f.value().get_string().get(s), where() + ".origin", "a string");
+        if (!plain_file_name(s)) {
+          return fail(
+              sink.corrupt(where() + ": origin " + shown(s) + " is not a plain checkpoint name"));
+        }
+        fe.origin = std::string(s);
       } else if (!unknown_key(key, f.value())) {
         return false;
       }
@@ -481,9 +491,11 @@ bool index_parser::parse_leaves(od::value& v) {
 
 bool index_parser::parse_leaf(od::object& o, std::size_t li) {
   leaf_entry& le = ix_.leaves.back();
-  constexpr unsigned k_path = 1, k_dtype = 2, k_shape = 4, k_chunks = 8;
+  constexpr unsigned k_path = 1, k_dtype = 2, k_shape = 4, k_chunks = 8, k_hashes = 16;
   unsigned seen = 0;
   std::uint64_t raw_sum = 0;
+  thread_local std::vector<raw_hash> hashes;
+  hashes.clear();
   for (auto fr : o) {
     CKPT_OD_FIELD(fr, f, key, leaf_name(li));
     od::value& v = f.value();
@@ -491,6 +503,7 @@ bool index_parser::parse_leaf(od::object& o, std::size_t li) {
                          : is(key, "dtype")  ? k_dtype
                          : is(key, "shape")  ? k_shape
                          : is(key, "chunks") ? k_chunks
+                         : is(key, "hashes") ? k_hashes
                                              : 0;
     if (bit == 0) {
       if (!unknown_key(key, v)) return false;
@@ -536,6 +549,32 @@ bool index_parser::parse_leaf(od::object& o, std::size_t li) {
         }
         break;
       }
+      case k_hashes: {
+        od::array ha;
+        CKPT_OD(v.get_array().get(ha), leaf_name(li) + ".hashes", "an array");
+        for (auto el : ha) {
+          if (hashes.size() >= lim_.max_chunks) {
+            return fail(sink.limit(detail::too_many(lim_.max_chunks, "hashes")));
+          }
+          std::string_view hx;
+          CKPT_OD(el.get_string().get(hx), leaf_name(li) + ".hashes", "hash strings");
+          if (!try_parse_hash128_hex(hx, hashes.emplace_back())) {
+            return fail(sink.corrupt(leaf_name(li) + ": hash " + std::to_string(hashes.size() - 1) +
+                                     " " + shown(hx) + " is not 32 hex digits"));
+          }
+        }
+        break;
+      }
+    }
+  }
+  if (seen & k_hashes) {
+    if (hashes.size() != le.chunks.size()) {
+      return fail(sink.corrupt(leaf_name(li) + ": " + std::to_string(hashes.size()) +
+                               " hashes for " + std::to_string(le.chunks.size()) + " chunks"));
+    }
+    for (std::size_t c = 0; c < hashes.size(); ++c) {
+      le.chunks[c].hashed = true;
+      le.chunks[c].hash = hashes[c];
     }
   }
   if (!(seen & k_path)) return fail(sink.corrupt(leaf_name(li) + ": missing key \"path\""));

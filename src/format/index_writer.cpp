@@ -5,6 +5,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -125,6 +126,12 @@ std::string data_file_name(std::uint32_t i) {
   return buf;
 }
 
+std::string shared_file_name(std::uint64_t origin_xxh3, std::uint32_t n) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "-%05u.bin", n);
+  return "shared-" + checksum_hex(origin_xxh3) + buf;
+}
+
 void set_structure(index& ix, const tree& t) {
   ix.nodes.clear();
   ix.keys.clear();
@@ -152,6 +159,10 @@ std::string encode_index(const index& ix) {
     append_json_string(out, ix.files[i].name);
     out += ",\"size\":";
     append_u64(out, ix.files[i].size);
+    if (!ix.files[i].origin.empty()) {
+      out += ",\"origin\":";
+      append_json_string(out, ix.files[i].origin);
+    }
     out += '}';
   }
   out += "],\"tree\":";
@@ -193,7 +204,19 @@ std::string encode_index(const index& ix) {
       out += checksum_hex(ch.xxh3);
       out += "\"]";
     }
-    out += "]}";
+    out += ']';
+    if (!le.chunks.empty() && std::all_of(le.chunks.begin(), le.chunks.end(),
+                                          [](const chunk_entry& c) { return c.hashed; })) {
+      out += ",\"hashes\":[";
+      for (std::size_t c = 0; c < le.chunks.size(); ++c) {
+        if (c) out += ',';
+        out += '"';
+        out += hash128_hex(le.chunks[c].hash);
+        out += '"';
+      }
+      out += ']';
+    }
+    out += '}';
   }
   out += "]}";
   return out;

@@ -35,6 +35,7 @@ enum class op_kind : std::uint8_t {
   mkdir,
   rename,
   unlink,
+  link,
 };
 
 /// "open", "write", ...
@@ -48,10 +49,10 @@ inline constexpr std::uint64_t max_transfer = std::uint64_t{1} << 30;
 struct request {
   op_kind kind = op_kind::open;
   int fd = -1;                  ///< close, read, write, fsync, fdatasync, fallocate, ftruncate
-  int dirfd = AT_FDCWD;         ///< open, statx, mkdir, unlink; rename: the old directory
-  int dirfd2 = AT_FDCWD;        ///< rename: the new directory
-  const char* path = nullptr;   ///< open, statx, mkdir, unlink; rename: the old path
-  const char* path2 = nullptr;  ///< rename: the new path
+  int dirfd = AT_FDCWD;         ///< open, statx, mkdir, unlink; rename, link: the old directory
+  int dirfd2 = AT_FDCWD;        ///< rename, link: the new directory
+  const char* path = nullptr;   ///< open, statx, mkdir, unlink; rename, link: the old path
+  const char* path2 = nullptr;  ///< rename, link: the new path
   void* buffer = nullptr;       ///< read: destination; write: source (never written)
   std::uint64_t length = 0;     ///< read, write (<= max_transfer), fallocate; ftruncate: new size
   std::uint64_t offset = 0;     ///< read, write, fallocate

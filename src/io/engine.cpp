@@ -80,6 +80,8 @@ std::string_view to_string(op_kind k) noexcept {
       return "rename";
     case op_kind::unlink:
       return "unlink";
+    case op_kind::link:
+      return "link";
   }
   return "?";
 }
@@ -392,6 +394,20 @@ asio::awaitable<result<void>> engine::unlink(int dirfd, std::string path, int fl
             .file_name = path};
   int res = co_await raw(*c->b, r);
   if (res < 0) co_return fail(op_error(res, "unlink " + path));
+  co_return success();
+}
+
+asio::awaitable<result<void>> engine::link(int old_dirfd, std::string old_path, int new_dirfd,
+                                           std::string new_path) {
+  auto c = impl_->c;
+  request r{.kind = op_kind::link,
+            .dirfd = old_dirfd,
+            .dirfd2 = new_dirfd,
+            .path = old_path.c_str(),
+            .path2 = new_path.c_str(),
+            .file_name = old_path};
+  int res = co_await raw(*c->b, r);
+  if (res < 0) co_return fail(op_error(res, "link " + old_path + " to " + new_path));
   co_return success();
 }
 

@@ -57,6 +57,8 @@ int run_syscall(const request& r) noexcept {
                                  static_cast<unsigned>(r.flags)));
     case op_kind::unlink:
       return neg_errno(::unlinkat(r.dirfd, r.path, r.flags));
+    case op_kind::link:
+      return neg_errno(::linkat(r.dirfd, r.path, r.dirfd2, r.path2, 0));
   }
   return -EINVAL;
 }

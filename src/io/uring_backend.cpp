@@ -212,6 +212,9 @@ class uring_backend final : public backend {
       case op_kind::unlink:
         io_uring_prep_unlinkat(sqe, r.dirfd, r.path, r.flags);
         break;
+      case op_kind::link:
+        io_uring_prep_linkat(sqe, r.dirfd, r.path, r.dirfd2, r.path2, 0);
+        break;
     }
   }
 

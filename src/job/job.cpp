@@ -4,6 +4,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include <fstream>
 #include <limits>
 
 namespace ckpt {
@@ -166,6 +167,18 @@ result<void> fill_config_defaults(json::value& config, const json::value& defaul
   return fail(errc::invalid_argument, "config: unknown field" +
                                           std::string(unknown.size() == 1 ? " " : "s ") + names +
                                           " (the config type has: " + known + ")");
+}
+
+std::optional<std::filesystem::path> latest_checkpoint(const execution_spec& spec) {
+  auto dir = spec.job_dir();
+  if (!dir) return std::nullopt;
+  std::ifstream f(dir.value() / "LATEST", std::ios::binary);
+  std::string name;
+  if (!f || !std::getline(f, name) || name.empty() || name.size() > 255 || name[0] == '.' ||
+      name.find('/') != std::string::npos || name.find('\0') != std::string::npos) {
+    return std::nullopt;
+  }
+  return dir.value() / name;
 }
 
 json::object make_job_json(const execution_spec& spec, json::value config) {

@@ -80,7 +80,8 @@ asio::awaitable<result<std::vector<io::file>>> open_checked_files(io::engine& io
   auto files = co_await pipeline::open_data_files(
       io, cf, *cf.index, {}, direct, true,
       [&](std::uint32_t f, std::error_code code, std::string msg) {
-        if (!first) first = error(code, cf.where + "/" + cf.index->files[f].name + ": " + msg);
+        if (!first)
+          first = error(code, cf.where + "/" + format::file_label(cf.index->files[f]) + ": " + msg);
       });
   if (first) {
     co_await pipeline::close_files(io, files);
@@ -204,7 +205,7 @@ struct reader : std::enable_shared_from_this<reader> {
   std::string where_chunk(const format::leaf_entry& le, std::uint32_t ci) const {
     const auto& c = le.chunks[ci];
     return where() + ": leaf \"" + le.path + "\" chunk " + std::to_string(ci) + " (" +
-           ix().files[c.file].name + " at offset " + std::to_string(c.offset) + ")";
+           format::file_label(ix().files[c.file]) + " at offset " + std::to_string(c.offset) + ")";
   }
   result<void> check_sum(const format::leaf_entry& le, std::uint32_t ci,
                          std::span<const std::byte> stored) const {
@@ -297,15 +298,15 @@ struct reader : std::enable_shared_from_this<reader> {
   }
 
   result<void> truncated(const pipeline::extent& e, std::uint64_t got, std::uint64_t need) const {
-    return fail(errc::corrupt, where() + "/" + ix().files[e.file].name + " is truncated (read " +
-                                   std::to_string(got) + " bytes, needs " + std::to_string(need) +
-                                   ")");
+    return fail(errc::corrupt, where() + "/" + format::file_label(ix().files[e.file]) +
+                                   " is truncated (read " + std::to_string(got) + " bytes, needs " +
+                                   std::to_string(need) + ")");
   }
 
   asio::awaitable<result<void>> read_and_decode(std::size_t i, std::span<std::byte> buf) {
     auto& rti = detail::access::internals(*rt);
     const pipeline::extent& e = extents[i];
-    const std::string& name = ix().files[e.file].name;
+    const std::string name = format::file_label(ix().files[e.file]);
     auto n = co_await rt->io().read(files[e.file], buf, e.start);
     if (!n) co_return fail(std::move(n).error().with_context("read " + where() + "/" + name));
     std::uint64_t need = 0;
@@ -334,7 +335,7 @@ struct reader : std::enable_shared_from_this<reader> {
     const auto& c = le.chunks[r.chunk];
     std::span<std::byte> dst = t.dest.subspan(raw_offset(le, r.chunk), c.raw_size);
     const std::uint64_t whole = c.raw_size / pipeline::io_align * pipeline::io_align;
-    const std::string& name = ix().files[e.file].name;
+    const std::string name = format::file_label(ix().files[e.file]);
     written[r.sel].store(true, std::memory_order_relaxed);
     auto n = co_await rt->io().read(files[e.file], dst.first(whole), c.offset);
     if (!n) co_return fail(std::move(n).error().with_context("read " + where() + "/" + name));

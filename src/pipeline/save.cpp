@@ -24,6 +24,7 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -32,10 +33,12 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <unordered_map>
 
 namespace ckpt {
 
 namespace asio = boost::asio;
+namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -44,10 +47,14 @@ using pipeline::io_align;
 
 // One chunk of one leaf: bytes [raw_offset, raw_offset + raw_size) of leaf `leaf`.
 struct piece {
-  std::uint32_t leaf;
-  std::uint32_t chunk;  // index into the leaf's chunk list
-  std::uint64_t raw_offset;
-  std::uint64_t raw_size;
+  std::uint32_t leaf = 0;
+  std::uint32_t chunk = 0;  // index into the leaf's chunk list
+  std::uint64_t raw_offset = 0;
+  std::uint64_t raw_size = 0;
+  // A differential save: the base's chunk at the same place (same leaf path, dtype and raw
+  // range), and whether this piece's bytes hashed equal to it (then nothing is written).
+  const format::chunk_entry* base = nullptr;
+  bool shared = false;
 };
 
 // One aligned write of a unit: `bytes` at `rel` bytes into the unit's place in its data file.
@@ -127,6 +134,15 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   bool staged_first = true;
   std::unique_ptr<detail::async_budget> window;
   std::uint64_t slab_bytes = 0;
+  // A differential save: the base's index and directory (open until the save ends), the name
+  // it gives the base's files and, per base file, its index in ix.files once a chunk uses it.
+  std::optional<format::index> base_ix;
+  io::file base_dir;
+  std::string base_origin;     // the base's name (origin of its own data files)
+  std::uint64_t base_uid = 0;  // the base's index checksum: names its files' links
+  std::vector<std::uint32_t> linked;
+  std::vector<checkpoint::link_request> links;
+  std::size_t own_files = 0;  // ix.files[0, own_files) are this save's data files
 
   double since_start() const {
     return std::chrono::duration<double>(clock_type::now() - start).count();
@@ -138,6 +154,8 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   detail::runtime_internals& rti() { return detail::access::internals(*rt); }
 
   asio::awaitable<void> run();
+  asio::awaitable<result<void>> open_base();
+  result<std::uint32_t> link_base_file(std::uint32_t f);
   asio::awaitable<result<void>> prepare();
   asio::awaitable<void> prepare_then_signal();
   asio::awaitable<void> capture_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
@@ -224,6 +242,35 @@ void save_handle::state::plan() {
       ix.leaves[pc.leaf].chunks.resize(
           std::max<std::size_t>(ix.leaves[pc.leaf].chunks.size(), pc.chunk + 1));
   }
+  if (base_ix) {
+    // The base's leaf of the same path and dtype, and where each of its chunks starts.
+    std::unordered_map<std::string_view, std::uint32_t> by_path;
+    for (std::uint32_t i = 0; i < base_ix->leaves.size(); ++i)
+      by_path.emplace(base_ix->leaves[i].path, i);
+    std::vector<std::vector<std::uint64_t>> starts(leaves.size());
+    std::vector<const format::leaf_entry*> match(leaves.size(), nullptr);
+    for (std::size_t i = 0; i < leaves.size(); ++i) {
+      auto it = by_path.find(ix.leaves[i].path);
+      if (it == by_path.end()) continue;
+      const auto& bl = base_ix->leaves[it->second];
+      if (bl.dtype != ix.leaves[i].dtype) continue;
+      match[i] = &bl;
+      std::uint64_t off = 0;
+      for (const auto& c : bl.chunks) {
+        starts[i].push_back(off);
+        off += c.raw_size;
+      }
+    }
+    for (auto& u : units) {
+      for (auto& pc : u.pieces) {
+        const format::leaf_entry* bl = match[pc.leaf];
+        if (!bl || pc.chunk >= bl->chunks.size()) continue;
+        const auto& bc = bl->chunks[pc.chunk];
+        if (bc.hashed && starts[pc.leaf][pc.chunk] == pc.raw_offset && bc.raw_size == pc.raw_size)
+          pc.base = &bc;
+      }
+    }
+  }
   for (const auto& u : units) {
     if (u.needs_capture) ++capture_left;
   }
@@ -233,6 +280,74 @@ void save_handle::state::plan() {
     stats.logical_bytes += le.num_bytes;
     stats.chunks += le.chunks.size();
   }
+}
+
+// The base of a differential save: its index read and checked like a load's (checkpoint/
+// files.hpp), its directory kept open for the hard links. With base_optional a base that cannot
+// be used makes this a full save (stats.base_note says why).
+asio::awaitable<result<void>> save_handle::state::open_base() {
+  if (options.base.empty()) co_return success();
+  auto unusable = [&](const std::string& why) -> result<void> {
+    const std::string msg = "base " + options.base.string() + ": " + why;
+    if (!options.base_optional) return fail(errc::invalid_argument, msg);
+    std::lock_guard l(stats_mutex);
+    stats.base_note = msg + "; saved in full";
+    return success();
+  };
+  if (!options.hash_chunks) co_return unusable("a differential save needs hash_chunks");
+  checkpoint::read_options ro;
+  ro.stop_at_first = true;
+  ro.keep_dir = true;
+  auto cf = co_await checkpoint::read_files(io(), options.base, ro);
+  if (!cf) co_return unusable(cf.error().message());
+  auto& files = cf.value();
+  if (!files.committed() || files.sharded() || !files.index) {
+    if (files.dir.fd >= 0) (void)co_await io().close(files.dir);
+    co_return unusable(files.sharded() ? "a sharded checkpoint cannot be a base"
+                                       : files.first_problem().message());
+  }
+  // Hard links need one file system: the base's and the nearest existing parent's.
+  std::error_code ec;
+  fs::path probe = parent;
+  while (!probe.empty() && !fs::exists(probe, ec) && probe.has_parent_path() &&
+         probe.parent_path() != probe)
+    probe = probe.parent_path();
+  struct stat sb {
+  }, sp{};
+  if (::fstat(files.dir.fd, &sb) != 0 || ::stat(probe.c_str(), &sp) != 0 ||
+      sb.st_dev != sp.st_dev) {
+    (void)co_await io().close(files.dir);
+    co_return unusable("not on the file system of " + parent.string() +
+                       " (a differential checkpoint hard-links the base's data files)");
+  }
+  base_dir = files.dir;
+  base_uid = files.commit->index_xxh3;
+  base_origin = fs::path(options.base).lexically_normal().filename().string();
+  if (base_origin.empty()) base_origin = fs::path(options.base).parent_path().filename().string();
+  linked.assign(files.index->files.size(), std::numeric_limits<std::uint32_t>::max());
+  base_ix = std::move(files.index);
+  co_return success();
+}
+
+// The index in ix.files of base file `f`, hard-linked into the new checkpoint when the first
+// chunk in it is shared (pipeline thread). A file the base itself shares keeps its name and
+// origin, so that every checkpoint names one physical file alike.
+result<std::uint32_t> save_handle::state::link_base_file(std::uint32_t f) {
+  if (linked[f] != std::numeric_limits<std::uint32_t>::max()) return linked[f];
+  const format::file_entry& bf = base_ix->files[f];
+  format::file_entry fe;
+  fe.size = bf.size;
+  fe.name = bf.origin.empty() ? format::shared_file_name(base_uid, f) : bf.name;
+  fe.origin = bf.origin.empty() ? base_origin : bf.origin;
+  for (const auto& e : ix.files) {
+    if (e.name == fe.name) {
+      return fail(errc::already_exists, "data file name " + fe.name + " is taken twice");
+    }
+  }
+  links.push_back({base_dir, bf.name, fe.name});
+  linked[f] = static_cast<std::uint32_t>(ix.files.size());
+  ix.files.push_back(std::move(fe));
+  return linked[f];
 }
 
 asio::awaitable<result<void>> save_handle::state::prepare() {
@@ -288,31 +403,57 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
     file_ends.push_back(0);
     file_alloc.push_back(f.direct ? 0 : std::numeric_limits<std::uint64_t>::max());
     file_grow.push_back(std::make_unique<detail::async_budget>(1));
-    ix.files.push_back({fname, 0});
+    ix.files.push_back({fname, 0, {}});
   }
+  own_files = ix.files.size();
   co_return success();
 }
 
 namespace {
 
+// The chunk's entry once its stored bytes are final: sizes, codec, checksum and (when the save
+// records hashes and it is not known yet) the hash of its raw bytes, in the same pass over
+// memory as the checksum for a raw chunk.
 void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint64_t stored,
-                  std::span<const std::byte> stored_bytes) {
+                  std::span<const std::byte> stored_bytes, std::span<const std::byte> raw,
+                  bool hash) {
   auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
   ce.raw_size = pc.raw_size;
   ce.stored_size = stored;
   ce.codec = c;
+  if (hash && !ce.hashed && c == format::codec::raw) {
+    ce.hash = format::hash128_and_checksum(stored_bytes, ce.xxh3);
+    ce.hashed = true;
+    return;
+  }
+  if (hash && !ce.hashed) {
+    ce.hash = format::hash128(raw);
+    ce.hashed = true;
+  }
   ce.xxh3 = format::checksum(stored_bytes);
+}
+
+// A differential save's test of one piece against the base's chunk: hashes the raw bytes
+// (recorded either way) and marks the piece shared when they are the base's.
+bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw) {
+  if (!pc.base) return false;
+  auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+  ce.hash = format::hash128(raw);
+  ce.hashed = true;
+  pc.shared = ce.hash == pc.base->hash;
+  return pc.shared;
 }
 
 // A captured unit is encoded in place: pieces are compacted towards the front, and since the
 // stored cursor never passes the raw one and a compressed piece is never larger than its raw
 // bytes, writing piece p never touches the raw bytes of a later piece.
 void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
-                     const format::codec_policy& policy, aligned_buffer& buf) {
+                     const format::codec_policy& policy, bool hash, aligned_buffer& buf) {
   std::byte* base = buf.data();
   std::uint64_t cursor = 0, raw_cursor = 0;
   for (std::size_t p = 0; p < un.pieces.size(); ++p) {
     const piece& pc = un.pieces[p];
+    if (pc.shared) continue;  // (never captured)
     const ckpt::array& a = leaves[pc.leaf].array;
     std::span<const std::byte> src(base + raw_cursor, pc.raw_size);
     raw_cursor += pc.raw_size;
@@ -320,6 +461,12 @@ void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::ind
     format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
     std::size_t stored = 0;
     if (c != format::codec::raw) {
+      // (Hashed now: the compressed bytes may overwrite the raw ones below.)
+      auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+      if (hash && !ce.hashed) {
+        ce.hash = format::hash128(src);
+        ce.hashed = true;
+      }
       thread_local std::vector<std::byte> scratch;
       if (scratch.size() < format::encode_bound(src.size())) {
         scratch.resize(format::encode_bound(src.size()));
@@ -333,7 +480,7 @@ void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::ind
       if (base + cursor != src.data()) std::memmove(base + cursor, src.data(), src.size());
       stored = src.size();
     }
-    record_chunk(ix, pc, c, stored, {base + cursor, stored});
+    record_chunk(ix, pc, c, stored, {base + cursor, stored}, src, hash);
     un.rel_offsets[p] = cursor;
     cursor += stored;
   }
@@ -351,7 +498,7 @@ void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::ind
 // only when a piece needs it. Before each write from the leaf's memory the staging run so far
 // is closed with zero padding, so that every write starts and ends aligned.
 void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
-                       const format::codec_policy& policy, aligned_buffer& buf,
+                       const format::codec_policy& policy, bool hash, aligned_buffer& buf,
                        detail::buffer_pool& pool, std::size_t slab_bytes) {
   std::uint64_t cursor = 0;     // unit-relative file position
   std::uint64_t fill = 0;       // bytes used in `buf`
@@ -378,9 +525,10 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
     run_open = false;
   };
   for (std::size_t p = 0; p < un.pieces.size(); ++p) {
-    const piece& pc = un.pieces[p];
+    piece& pc = un.pieces[p];
     const ckpt::array& a = leaves[pc.leaf].array;
     const std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    if (same_as_base(ix, pc, src)) continue;
     const std::size_t es = dtype_size(a.dtype());
     format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
     if (c == format::codec::raw && src.size() >= direct_min &&
@@ -388,7 +536,7 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
       close_run();
       const std::uint64_t whole = src.size() / io_align * io_align;
       un.out.push_back({cursor, src.first(whole), true});
-      record_chunk(ix, pc, c, src.size(), src);
+      record_chunk(ix, pc, c, src.size(), src, src, hash);
       un.rel_offsets[p] = cursor;
       cursor += whole;
       if (whole < src.size()) {
@@ -412,7 +560,7 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
       std::memcpy(dst, src.data(), src.size());
       stored = src.size();
     }
-    record_chunk(ix, pc, c, stored, {dst, stored});
+    record_chunk(ix, pc, c, stored, {dst, stored}, src, hash);
     un.rel_offsets[p] = cursor;
     fill += stored;
     cursor += stored;
@@ -435,9 +583,9 @@ asio::awaitable<void> save_handle::state::encode_unit(std::size_t u,
   const format::codec_policy policy{options.compress, options.shuffle, options.min_ratio};
   un.rel_offsets.resize(un.pieces.size());
   if (un.needs_capture) {
-    encode_captured(un, leaves, ix, policy, *buf);
+    encode_captured(un, leaves, ix, policy, options.hash_chunks, *buf);
   } else {
-    encode_uncaptured(un, leaves, ix, policy, *buf, rti().buffers, slab_bytes);
+    encode_uncaptured(un, leaves, ix, policy, options.hash_chunks, *buf, rti().buffers, slab_bytes);
   }
   encode_ns += elapsed_ns(t0);
   co_return;
@@ -447,9 +595,11 @@ asio::awaitable<void> save_handle::state::capture_unit(std::size_t u,
                                                        std::shared_ptr<aligned_buffer> buf) {
   auto t0 = clock_type::now();
   std::uint64_t cursor = 0;
-  for (const piece& pc : units[u].pieces) {
-    std::memcpy(buf->data() + cursor, leaves[pc.leaf].array.bytes().data() + pc.raw_offset,
-                pc.raw_size);
+  for (piece& pc : units[u].pieces) {
+    // A differential save copies only what changed since the base.
+    const auto src = leaves[pc.leaf].array.bytes().subspan(pc.raw_offset, pc.raw_size);
+    if (same_as_base(ix, pc, src)) continue;
+    std::memcpy(buf->data() + cursor, src.data(), pc.raw_size);
     cursor += pc.raw_size;
   }
   capture_ns += elapsed_ns(t0);
@@ -496,6 +646,20 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
     for (std::size_t p = 0; p < un.pieces.size(); ++p) {
       const piece& pc = un.pieces[p];
       auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+      if (pc.shared) {
+        // The base's bytes, through a hard link to the base's file that holds them.
+        auto lf = link_base_file(pc.base->file);
+        if (!lf) {
+          fail_with(std::move(lf).error());
+          break;
+        }
+        ce = *pc.base;
+        ce.file = lf.value();
+        std::lock_guard l(stats_mutex);
+        stats.shared_bytes += pc.raw_size;
+        ++stats.shared_chunks;
+        continue;
+      }
       ce.file = static_cast<std::uint32_t>(f);
       ce.offset = off + un.rel_offsets[p];
     }
@@ -587,9 +751,13 @@ asio::awaitable<result<void>> save_handle::state::commit() {
     }
   }
   auto t_commit = clock_type::now();
-  for (std::size_t i = 0; i < ix.files.size(); ++i)
+  for (std::size_t i = 0; i < own_files; ++i)
     ix.files[i].size = file_ends[i];
 
+  // The files a differential save links are known only now: the caps once more.
+  if (!links.empty()) {
+    CKPT_CO_TRY(format::check_writable(ix));
+  }
   // 5. metadata.json, job.json, index.json, each fsynced.
   format::commit_marker cm;
   std::string meta = boost::json::serialize(metadata);
@@ -621,8 +789,8 @@ asio::awaitable<result<void>> save_handle::state::commit() {
                          " bytes, more than a reader's cap of " + std::to_string(f.cap));
     }
   }
-  for (auto e : file_ends)
-    cm.stored_bytes += e;
+  for (const auto& f : ix.files)
+    cm.stored_bytes += f.size;  // (every data file of the index, linked ones too)
   cm.logical_bytes = stats.logical_bytes;
   cm.created_unix_ns =
       static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -632,6 +800,7 @@ asio::awaitable<result<void>> save_handle::state::commit() {
   //       checkpoint/durable.hpp. The data files are the commit's to close from here on.
   checkpoint::commit_request rq;
   rq.data_files = std::exchange(data_files, {});
+  rq.links = links;
   rq.parent_dir = parent_dir;
   rq.parent = parent;
   rq.tmp_dir = tmp_dir;
@@ -684,6 +853,10 @@ asio::awaitable<void> save_handle::state::run() {
     staged_event.set(r);
     committed_event.set(std::move(r));
   };
+  if (auto b = co_await open_base(); !b) {
+    finish(fail(std::move(b).error().with_context("save " + path.string())));
+    co_return;
+  }
   plan();
   // Nothing is written that a reader would refuse (the reader's caps, its messages).
   if (auto w = format::check_writable(ix); !w) {
@@ -712,6 +885,7 @@ asio::awaitable<void> save_handle::state::run() {
   if (!committed) co_await cleanup();
   if (tmp_dir.fd >= 0) (void)co_await io().close(tmp_dir);
   if (parent_dir.fd >= 0) (void)co_await io().close(parent_dir);
+  if (base_dir.fd >= 0) (void)co_await io().close(base_dir);
   if (committed) {
     std::lock_guard l(stats_mutex);
     for (auto e : file_ends)

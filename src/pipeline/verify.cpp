@@ -54,7 +54,7 @@ struct verifier : std::enable_shared_from_this<verifier> {
     const auto& c = le.chunks[r.chunk];
     std::lock_guard l(m);
     problems.push_back(
-        {c.offset, verify_problem{ix->files[c.file].name, le.path, r.chunk,
+        {c.offset, verify_problem{format::file_label(ix->files[c.file]), le.path, r.chunk,
                                   static_cast<std::int64_t>(c.offset), std::move(message)}});
   }
 
@@ -195,7 +195,7 @@ asio::awaitable<verify_report> verify_files(std::shared_ptr<runtime> rt,
   v->files = co_await pipeline::open_data_files(
       io, *cf, ix, {}, opt.direct_io, false,
       [&](std::uint32_t f, std::error_code, std::string msg) {
-        rep.problems.push_back({ix.files[f].name, {}, -1, -1, std::move(msg)});
+        rep.problems.push_back({format::file_label(ix.files[f]), {}, -1, -1, std::move(msg)});
       });
   (void)co_await io.close(cf->dir);
   cf->dir.fd = -1;
@@ -207,8 +207,8 @@ asio::awaitable<verify_report> verify_files(std::shared_ptr<runtime> rt,
     const auto& le = ix.leaves[li];
     for (std::uint32_t ci = 0; ci < le.chunks.size(); ++ci) {
       if (!readable[le.chunks[ci].file]) {
-        v->add_problem({li, ci},
-                       "unreadable: " + ix.files[le.chunks[ci].file].name + " cannot be opened");
+        v->add_problem({li, ci}, "unreadable: " + format::file_label(ix.files[le.chunks[ci].file]) +
+                                     " cannot be opened");
       }
     }
   }

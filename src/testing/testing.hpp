@@ -7,7 +7,8 @@
 //    the temporary or the parent directory in a commit), fsync_before_write (pipeline/save.cpp:
 //    the data files are fsynced before their writes are submitted, not after they completed),
 //    latest_before_data (checkpoint/durable.cpp: LATEST.tmp is renamed over LATEST before its
-//    contents were fsynced).
+//    contents were fsynced), link_after_dir_fsync (checkpoint/durable.cpp: a differential
+//    checkpoint's hard links to its base's files are made after the rename, never fsynced).
 //  - kill_point(name): env CKPT_KILL_POINT=name[:n] raises SIGKILL at the n-th (default first)
 //    time the process passes that point: after_data_fsync (pipeline/save.cpp); the commit's
 //    before_commit_marker, after_commit_marker, after_rename (checkpoint/durable.cpp, prefixed
