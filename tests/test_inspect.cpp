@@ -1,9 +1,12 @@
 // ckpt-inspect and ckpt::verify_checkpoint: golden outputs of every subcommand (human and
 // --json) on a small deterministic checkpoint, corruption reports, .npy files checked against
-// NumPy's format rules.
+// NumPy's format rules; a differential checkpoint's own and shared bytes, and consolidate.
 #include "support.hpp"
 
+#include <ckpt/coordinator.hpp>
+#include <ckpt/load.hpp>
 #include <ckpt/save.hpp>
+#include <ckpt/shard.hpp>
 #include <ckpt/store.hpp>
 #include <ckpt/verify.hpp>
 
@@ -12,6 +15,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,6 +174,41 @@ bool have_inspect() {
 
 }  // namespace
 
+namespace {
+
+// A model for differential saves: "frozen" and "embed" never change (several 1 MiB chunks each),
+// "head" changes with `step`.
+ckpt::tree diff_model(std::uint64_t step) {
+  return ckpt::tree::dict(
+      {{"frozen", ckpt::test::random_array(ckpt::dtype::f32, 3 * 1024 * 1024 / 4 + 300, 1)},
+       {"embed", ckpt::test::random_array(ckpt::dtype::bf16, 1024 * 1024 + 17, 2)},
+       {"small", ckpt::test::random_array(ckpt::dtype::i32, 10, 3)},
+       {"head", ckpt::test::random_array(ckpt::dtype::f32, 50000, 100 + step)}});
+}
+
+ckpt::save_options diff_save_options(const fs::path& base) {
+  ckpt::save_options o;
+  o.chunk_bytes = 1 << 20;
+  o.base = base;
+  o.job = boost::json::object{{"spec", {{"job_name", "diff"}}}};
+  return o;
+}
+
+// job/A (full) and job/B (differential against A: only "head" changed).
+void save_differential(const fs::path& job) {
+  REQUIRE(ckpt::save_blocking(job / "A", diff_model(1), {{"step", 1}}, diff_save_options({})));
+  auto b =
+      ckpt::save_blocking(job / "B", diff_model(2), {{"step", 2}}, diff_save_options(job / "A"));
+  REQUIRE(b);
+  REQUIRE(b.value().shared_bytes > 4u << 20);
+}
+
+std::uint64_t json_u64(const boost::json::value& v) {
+  return v.to_number<std::uint64_t>();
+}
+
+}  // namespace
+
 // Prints the outputs the goldens below were taken from (after review): ckpt-tests
 // "[.inspect-golden]".
 TEST_CASE("inspect: print goldens", "[.inspect-golden]") {
@@ -197,6 +236,14 @@ TEST_CASE("inspect: print goldens", "[.inspect-golden]") {
     std::printf("=== %s (rc %d)\n%s", args.c_str(), r.rc,
                 args.find("--json") != std::string::npos ? (normalise_json(r.out) + "\n").c_str()
                                                          : normalise(r.out).c_str());
+  }
+  // A differential checkpoint (the tests below check these with patterns).
+  save_differential(d / "djob");
+  for (std::string args : {"show djob/B", "show djob/B --json", "show djob/A", "list djob",
+                           "list djob --json", "consolidate djob/B dc", "consolidate djob/B dc"}) {
+    auto r = inspect(args, d.path());
+    std::printf("=== %s (rc %d)\n%s%s", args.c_str(), r.rc, normalise(r.out).c_str(),
+                r.err.c_str());
   }
 }
 
@@ -619,4 +666,183 @@ TEST_CASE("inspect: export .npy", "[inspect]") {
     CHECK(std::string(buf, n) == "float32 (64, 32) 8.25 uint16 (32,) int64 () 7\n");
     break;
   }
+}
+
+TEST_CASE("inspect: show a differential checkpoint's own and shared bytes", "[inspect]") {
+  REQUIRE(have_inspect());
+  temp_dir d;
+  REQUIRE(
+      ckpt::save_blocking(d / "job" / "A", diff_model(1), {{"step", 1}}, diff_save_options({})));
+  // An ordinary checkpoint whose files nobody links: no sharing lines or keys.
+  auto r = inspect("show job/A", d.path());
+  CHECK(r.rc == 0);
+  CHECK_THAT(r.out, !Catch::Contains("holds") && !Catch::Contains("shares"));
+  r = inspect("show job/A --json", d.path());
+  CHECK(r.rc == 0);
+  CHECK_FALSE(boost::json::parse(r.out).as_object().contains("shared"));
+  r = inspect("list job", d.path());
+  CHECK(r.rc == 0);
+  CHECK_THAT(r.out, !Catch::Contains("job total on disk"));
+
+  auto b = ckpt::save_blocking(d / "job" / "B", diff_model(2), {{"step", 2}},
+                               diff_save_options(d / "job" / "A"));
+  REQUIRE(b);
+  REQUIRE(b.value().shared_bytes > 4u << 20);
+
+  r = inspect("show job/B --json", d.path());
+  CHECK(r.rc == 0);
+  auto v = boost::json::parse(r.out).as_object();
+  const auto stored = json_u64(v.at("stored_bytes"));
+  const auto own = json_u64(v.at("own_bytes"));
+  const auto& shared = v.at("shared").as_array();
+  REQUIRE(shared.size() == 1);
+  CHECK(shared[0].at("origin") == "A");
+  const auto shared_bytes = json_u64(shared[0].at("bytes"));
+  const auto shared_files = json_u64(shared[0].at("files"));
+  CHECK(shared_files >= 1);
+  CHECK(json_u64(shared[0].at("linked_elsewhere")) == shared_files);  // A still links them
+  CHECK(json_u64(shared[0].at("missing")) == 0);
+  CHECK(own > 0);
+  CHECK(own + shared_bytes == stored);
+  CHECK(shared_bytes > own);
+  CHECK(json_u64(v.at("own_linked_elsewhere")) == 0);
+  std::uint64_t with_origin = 0;
+  for (const auto& f : v.at("files").as_array()) {
+    if (!f.as_object().contains("origin")) continue;
+    ++with_origin;
+    CHECK(f.at("origin") == "A");
+    CHECK(std::string(f.at("name").as_string()).rfind("shared-", 0) == 0);
+  }
+  CHECK(with_origin == shared_files);
+  CHECK(json_u64(v.at("own_files")) + shared_files == v.at("files").as_array().size());
+
+  r = inspect("show job/B", d.path());
+  CHECK(r.rc == 0);
+  INFO(r.out);
+  CHECK(std::regex_search(
+      r.out,
+      std::regex(
+          R"(ratio \d\.\d\d\n  holds \d+(\.\d)? (B|KiB|MiB) itself \(\d+ data files?\)\n  shares \d+\.\d MiB with A \()" +
+          std::to_string(shared_files) + " data files?, still shared\\)\n\nmetadata")));
+  // A's own files are linked by B now.
+  r = inspect("show job/A", d.path());
+  CHECK(r.rc == 0);
+  CHECK(std::regex_search(
+      r.out, std::regex(R"(\n  holds \d+\.\d MiB itself \(\d+ data files?, )" +
+                        std::to_string(shared_files) + " also linked elsewhere\\)\n")));
+  CHECK_THAT(r.out, !Catch::Contains("shares"));
+
+  // list: per-checkpoint sizes as before, and the job's total with each inode once.
+  r = inspect("list job", d.path());
+  CHECK(r.rc == 0);
+  CHECK_THAT(r.out, Catch::Contains("\njob total on disk: ") &&
+                        Catch::Contains(" (hard-linked files counted once)\n"));
+  r = inspect("list job --json", d.path());
+  CHECK(r.rc == 0);
+  auto l = boost::json::parse(r.out).as_object();
+  std::uint64_t sum = 0;
+  for (const auto& c : l.at("checkpoints").as_array())
+    sum += json_u64(c.at("disk_bytes"));
+  CHECK(json_u64(l.at("disk_bytes_once")) == sum - shared_bytes);
+
+  // The base deleted: B holds the only links to those files now.
+  fs::remove_all(d / "job" / "A");
+  r = inspect("show job/B", d.path());
+  CHECK(r.rc == 0);
+  CHECK_THAT(r.out, Catch::Contains(" with A (" + std::to_string(shared_files) + " data file") &&
+                        Catch::Contains(", only here now)\n"));
+  r = inspect("list job", d.path());
+  CHECK_THAT(r.out, !Catch::Contains("job total on disk"));
+}
+
+TEST_CASE("inspect: consolidate writes a self-contained copy", "[inspect]") {
+  REQUIRE(have_inspect());
+  temp_dir d;
+  save_differential(d / "job");
+  auto r = inspect("consolidate job/B C", d.path());
+  CHECK(r.rc == 0);
+  CHECK(r.err.empty());
+  INFO(r.out);
+  CHECK(std::regex_match(
+      r.out,
+      std::regex(
+          R"(job/B -> C: 4 leaves, logical \d+\.\d MiB, \d+ data files? written \(\d+\.\d MiB\), links nothing \(job/B shared \d+\.\d MiB with A\)
+)")));
+  fs::remove_all(d / "job" / "A");
+
+  auto c = ckpt::load_blocking(d / "C");
+  REQUIRE(c);
+  CHECK(c.value().tree == diff_model(2));
+  CHECK(c.value().metadata == boost::json::object{{"step", 2}});
+  REQUIRE(c.value().job);
+  CHECK(*c.value().job == *diff_save_options({}).job);
+  CHECK(ckpt::verify_checkpoint_blocking(d / "C").value().ok());
+
+  r = inspect("show C --json", d.path());
+  CHECK(r.rc == 0);
+  auto v = boost::json::parse(r.out).as_object();
+  CHECK_FALSE(v.contains("shared"));
+  CHECK_FALSE(v.contains("own_bytes"));
+  const auto& files = v.at("files").as_array();
+  CHECK_FALSE(files.empty());
+  for (const auto& f : files) {
+    CHECK_FALSE(f.as_object().contains("origin"));
+    struct stat st {};
+    REQUIRE(::stat((d / "C" / std::string(f.at("name").as_string())).c_str(), &st) == 0);
+    CHECK(st.st_nlink == 1);
+  }
+  // SRC's chunking is kept (1 MiB chunks, not the 4 MiB default), so C can be a later base.
+  auto vb = boost::json::parse(inspect("show job/B --json", d.path()).out).as_object();
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(v.at("leaves").at(i).at("path") == vb.at("leaves").at(i).at("path"));
+    CHECK(v.at("leaves").at(i).at("num_chunks") == vb.at("leaves").at(i).at("num_chunks"));
+  }
+  CHECK(v.at("leaves").at(0).at("num_chunks") == 4);
+  auto next = ckpt::save_blocking(d / "D", diff_model(3), {}, diff_save_options(d / "C"));
+  REQUIRE(next);
+  CHECK(next.value().shared_bytes > 4u << 20);
+
+  // An ordinary checkpoint consolidates too.
+  r = inspect("consolidate C E", d.path());
+  CHECK(r.rc == 0);
+  CHECK_THAT(r.out, Catch::EndsWith("links nothing (C shared nothing)\n"));
+}
+
+TEST_CASE("inspect: consolidate refuses what it cannot do", "[inspect]") {
+  REQUIRE(have_inspect());
+  temp_dir d;
+  save_differential(d / "job");
+  auto r = inspect("consolidate job/B job/A", d.path());
+  CHECK(r.rc == 1);
+  CHECK(r.out.empty());
+  CHECK_THAT(r.err, Catch::StartsWith("ckpt-inspect: job/A already exists"));
+  fs::create_directories(d / "empty");
+  r = inspect("consolidate job/B empty", d.path());
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Catch::StartsWith("ckpt-inspect: empty already exists"));
+  r = inspect("consolidate nowhere C", d.path());
+  CHECK(r.rc == 1);
+  CHECK(r.err == "ckpt-inspect: no checkpoint at nowhere\n");
+  CHECK_FALSE(fs::exists(d / "C"));
+  r = inspect("consolidate job C", d.path());  // not a checkpoint
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Catch::StartsWith("ckpt-inspect: job") && Catch::Contains("COMMIT"));
+  r = inspect("consolidate job/B job/B/inner", d.path());
+  CHECK(r.rc == 1);
+  CHECK(r.err == "ckpt-inspect: job/B/inner lies inside job/B\n");
+  CHECK_FALSE(fs::exists(d / "job" / "B" / "inner"));
+  r = inspect("consolidate job/B", d.path());
+  CHECK(r.rc == 2);
+  r = inspect("consolidate job/B C --json", d.path());
+  CHECK(r.rc == 2);
+
+  std::vector<ckpt::sharded_leaf> leaves;
+  leaves.push_back(
+      ckpt::sharded_leaf::replicated_leaf("w", ckpt::test::random_array(ckpt::dtype::f32, 100, 5)));
+  REQUIRE(ckpt::save_sharded_blocking(ckpt::make_local_coordinator(), d / "sharded",
+                                      std::move(leaves), {}));
+  r = inspect("consolidate sharded C", d.path());
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.err, Catch::StartsWith("ckpt-inspect: sharded is a sharded checkpoint;"));
+  CHECK_FALSE(fs::exists(d / "C"));
 }

@@ -3,6 +3,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -279,6 +280,47 @@ boost::json::object codec_mix_json(const leaf_stats& s) {
   for (int c = 0; c < 3; ++c)
     o[format::codec_name(static_cast<format::codec>(c))] = s.codec_chunks[c];
   return o;
+}
+
+sharing sharing_of(const std::filesystem::path& dir, const format::index& ix) {
+  sharing s;
+  for (const auto& f : ix.files) {
+    file_group* g = &s.own;
+    if (!f.origin.empty()) {
+      auto it = std::find_if(s.shared.begin(), s.shared.end(),
+                             [&](const file_group& x) { return x.origin == f.origin; });
+      if (it == s.shared.end()) {
+        s.shared.push_back(file_group{f.origin});
+        it = s.shared.end() - 1;
+      }
+      g = &*it;
+    }
+    ++g->files;
+    g->bytes += f.size;
+    struct stat st {};
+    if (::stat((dir / f.name).c_str(), &st) != 0) {
+      ++g->missing;
+    } else if (st.st_nlink > 1) {
+      ++g->linked;
+    }
+  }
+  return s;
+}
+
+std::string describe_group(const file_group& g) {
+  std::string out = human_bytes(g.bytes) + (g.origin.empty() ? " itself" : " with " + g.origin);
+  out += " (" + std::to_string(g.files) + " data file" + (g.files == 1 ? "" : "s");
+  if (g.origin.empty()) {
+    if (g.linked) out += ", " + std::to_string(g.linked) + " also linked elsewhere";
+  } else if (g.linked == g.files) {
+    out += ", still shared";
+  } else if (g.linked == 0 && g.missing == 0) {
+    out += ", only here now";
+  } else if (g.linked) {
+    out += ", " + std::to_string(g.linked) + " still shared";
+  }
+  if (g.missing) out += ", " + std::to_string(g.missing) + " missing";
+  return out + ")";
 }
 
 }  // namespace ckpt::inspect

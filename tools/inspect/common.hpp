@@ -109,12 +109,32 @@ leaf_stats stats_of(const format::leaf_entry& le);
 std::string codec_mix(const leaf_stats& s);
 boost::json::object codec_mix_json(const leaf_stats& s);
 
+/// How a checkpoint's data files are shared (differential checkpoints, docs/FORMAT.md): the
+/// files it wrote itself (empty origin) and, per origin, the base files it hard-links. `linked`
+/// counts the group's files whose st_nlink is above 1 now (another directory, the origin or a
+/// later checkpoint, links the same file); `missing` the files that could not be stat'ed.
+struct file_group {
+  std::string origin;  ///< empty: the checkpoint's own files
+  std::uint64_t files = 0, bytes = 0, linked = 0, missing = 0;
+};
+struct sharing {
+  file_group own;
+  std::vector<file_group> shared;  ///< one per origin, in the order the index lists files
+  /// Anything to tell: a linked file, or an own file that other checkpoints link.
+  bool any() const noexcept { return !shared.empty() || own.linked > 0; }
+};
+/// Groups `ix.files` by origin, with each file's current link count read from `dir`.
+sharing sharing_of(const std::filesystem::path& dir, const format::index& ix);
+/// "4.0 MiB with A (2 data files, still shared)", "196.0 KiB itself (1 data file)".
+std::string describe_group(const file_group& g);
+
 /// The subcommands.
 int list_main(const args& a);
 int show_main(const args& a);
 int verify_main(const args& a);
 int diff_main(const args& a);
 int export_main(const args& a);
+int consolidate_main(const args& a);
 /// show for a sharded checkpoint whose small files `cf` holds (committed).
 int show_sharded(const std::filesystem::path& path, const checkpoint::checkpoint_files& cf,
                  const args& a);

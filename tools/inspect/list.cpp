@@ -5,8 +5,12 @@
 
 #include <boost/json/array.hpp>
 
+#include <sys/stat.h>
+
 #include <fstream>
+#include <set>
 #include <system_error>
+#include <utility>
 
 namespace ckpt::inspect {
 
@@ -26,16 +30,26 @@ struct entry {
   std::optional<std::string> problem;
 };
 
-// Sum of the sizes of the regular files below `dir` (apparent sizes: what the files hold).
-std::uint64_t disk_bytes(const fs::path& dir) {
+// The files of the whole listing, each inode once: differential checkpoints hard-link their
+// bases' data files, so the per-checkpoint sums count those bytes in every checkpoint.
+struct inode_tally {
+  std::set<std::pair<dev_t, ino_t>> seen;
+  std::uint64_t bytes = 0;  // each inode's size once
+  bool links = false;       // some file has st_nlink > 1
+};
+
+// Sum of the sizes of the regular files below `dir` (apparent sizes: what the files hold);
+// each file is also tallied once per inode in `tally`.
+std::uint64_t disk_bytes(const fs::path& dir, inode_tally& tally) {
   std::uint64_t n = 0;
   std::error_code ec;
   for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    std::error_code e2;
-    if (it->is_regular_file(e2)) {
-      auto s = it->file_size(e2);
-      if (!e2) n += s;
-    }
+    struct stat st {};
+    if (::stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    n += size;
+    if (st.st_nlink > 1) tally.links = true;
+    if (tally.seen.insert({st.st_dev, st.st_ino}).second) tally.bytes += size;
   }
   return n;
 }
@@ -68,6 +82,7 @@ int list_main(const args& a) {
   }
   const auto latest = read_latest(job_dir);
   std::vector<entry> entries;
+  inode_tally tally;
   for (fs::directory_iterator it(job_dir, ec), end; !ec && it != end; it.increment(ec)) {
     std::error_code e2;
     if (!it->is_directory(e2) || it->is_symlink(e2)) continue;
@@ -87,7 +102,7 @@ int list_main(const args& a) {
         continue;  // someone else's hidden directory
       }
     }
-    e.disk_bytes = disk_bytes(it->path());
+    e.disk_bytes = disk_bytes(it->path(), tally);
     if (e.state.empty()) {
       auto cf = checkpoint::read_files_blocking(it->path());
       if (!cf) {
@@ -158,6 +173,9 @@ int list_main(const args& a) {
       out["latest"] = nullptr;
     }
     out["checkpoints"] = std::move(cks);
+    // Only when hard links exist (differential checkpoints), so that other listings are as
+    // before: the files of the whole listing, each inode counted once.
+    if (tally.links) out["disk_bytes_once"] = tally.bytes;
     print_json(out);
     return exit_ok;
   }
@@ -182,6 +200,10 @@ int list_main(const args& a) {
            e.created ? human_time(*e.created) : "-"});
   }
   t.print(stdout);
+  if (tally.links) {
+    std::printf("job total on disk: %s (hard-linked files counted once)\n",
+                human_bytes(tally.bytes).c_str());
+  }
   for (const auto& e : entries) {
     if (e.problem) std::printf("%s: %s\n", e.name.c_str(), e.problem->c_str());
   }

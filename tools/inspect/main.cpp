@@ -13,9 +13,12 @@ namespace {
 constexpr const char* help_text = R"(usage: ckpt-inspect COMMAND [ARGS] [--json]
 
 Commands:
-  list JOB_DIR              the job's checkpoints: state, LATEST, step, sizes, time
+  list JOB_DIR              the job's checkpoints: state, LATEST, step, sizes, time; with
+                            hard-linked files, the job's total on disk counting them once
   show CKPT_DIR             the tree as an outline (dtype, shape, logical and stored bytes,
-                            ratio, codec mix), totals, metadata and job spec/config
+                            ratio, codec mix), totals, metadata and job spec/config; with
+                            linked files (differential checkpoints), the bytes it holds itself
+                            and those it shares per origin, and whether still shared now
   show CKPT_DIR --leaf PATH one leaf and its chunks (file, offset, stored, raw, codec, xxh3)
                             (a sharded checkpoint: the global leaves with their sharding;
                             --leaf: its slices, the rank holding each and where)
@@ -26,6 +29,11 @@ Commands:
   export CKPT_DIR LEAF -o FILE.npy [--to f32]
                             one leaf as a NumPy .npy file (v1.0). bf16 and f8 leaves are
                             written as their raw bits (<u2 / |u1) unless --to f32 converts them
+  consolidate SRC DST       a self-contained copy of checkpoint SRC at DST (a new path): SRC
+                            loaded whole and saved again with SRC's chunk size and no base, so
+                            DST hard-links no other checkpoint's files (a differential SRC
+                            shares its bases' files). Not for sharded checkpoints (never
+                            differential). Holds the whole tree in memory
 
 Options:
   --json     one JSON document on stdout (list, show, verify, diff)
@@ -40,12 +48,24 @@ stderr when stderr is a terminal.
 JSON output (keys in this order; sizes in bytes, times in ns since the Unix epoch, UTC):
   list:   {"job_dir", "latest": name|null, "checkpoints": [{"name", "state", "latest",
            "step": int|null, "disk_bytes", "logical_bytes": int|null, "stored_bytes": int|null,
-           "created_unix_ns": int|null, "ranks": int|null, "problem": string|null}]}
+           "created_unix_ns": int|null, "ranks": int|null, "problem": string|null}],
+           "disk_bytes_once"}
+          disk_bytes_once: only when a file is hard-linked (differential checkpoints): the
+          listing's files with each inode counted once (disk_bytes counts a linked file in
+          every checkpoint that links it)
           state: "committed" | "incomplete" (no COMMIT) | "corrupt" (COMMIT present but does
           not check) | "temporary" (.NAME.tmp-*, a save in progress) | "trash" (.NAME.trash-*)
   show:   {"path", "version": [major, minor], "created_unix_ns", "logical_bytes",
-           "stored_bytes", "ratio", "num_leaves", "num_chunks", "files": [{"name", "size"}],
-           "tree": NODE, "leaves": [LEAF], "metadata": {...}, "job": {...}|null}
+           "stored_bytes", "ratio", "num_leaves", "num_chunks", "files": [{"name", "size",
+           "origin"}], "own_files", "own_bytes", "own_linked_elsewhere", "shared": [{"origin",
+           "files", "bytes", "linked_elsewhere", "missing"}], "tree": NODE, "leaves": [LEAF],
+           "metadata": {...}, "job": {...}|null}
+          "origin": only on a file hard-linked from the checkpoint that wrote it (differential
+           checkpoints). "own_*" and "shared": only when some data file is linked (an origin,
+           or an own file that other checkpoints link): own_* the files this checkpoint
+           wrote, "shared" the linked ones by origin; *linked_elsewhere counts the files whose
+           link count is above 1 now (another checkpoint still links them), "missing" the
+           files not found
           NODE: {"kind": "dict", "items": [["key", NODE]]} | {"kind": "list", "elements":
            [NODE]} | {"kind": "none"} | {"kind": "leaf", "leaf": index into "leaves"}
           LEAF: {"path", "dtype", "shape": [..], "logical_bytes", "stored_bytes", "ratio",
@@ -95,6 +115,7 @@ int main(int argc, char** argv) {
     if (cmd == "verify") return verify_main(parse_args(argc, argv, 2, {"--json"}));
     if (cmd == "diff") return diff_main(parse_args(argc, argv, 2, {"--json"}));
     if (cmd == "export") return export_main(parse_args(argc, argv, 2, {"-o", "--to"}));
+    if (cmd == "consolidate") return consolidate_main(parse_args(argc, argv, 2, {}));
     return usage(("unknown command \"" + std::string(cmd) + "\"").c_str());
   } catch (const usage_error& e) {
     return usage(e.what());

@@ -182,9 +182,27 @@ int show_main(const args& a) {
     o["num_leaves"] = ix.leaves.size();
     o["num_chunks"] = chunks;
     boost::json::array files;
-    for (const auto& f : ix.files)
-      files.push_back(boost::json::object{{"name", f.name}, {"size", f.size}});
+    for (const auto& f : ix.files) {
+      boost::json::object fo{{"name", f.name}, {"size", f.size}};
+      if (!f.origin.empty()) fo["origin"] = f.origin;
+      files.push_back(std::move(fo));
+    }
     o["files"] = std::move(files);
+    // Only when something is shared, so that an ordinary checkpoint's document is unchanged.
+    if (const auto sh = sharing_of(ck.path, ix); sh.any()) {
+      o["own_files"] = sh.own.files;
+      o["own_bytes"] = sh.own.bytes;
+      o["own_linked_elsewhere"] = sh.own.linked;
+      boost::json::array shared;
+      for (const auto& g : sh.shared) {
+        shared.push_back(boost::json::object{{"origin", g.origin},
+                                             {"files", g.files},
+                                             {"bytes", g.bytes},
+                                             {"linked_elsewhere", g.linked},
+                                             {"missing", g.missing}});
+      }
+      o["shared"] = std::move(shared);
+    }
     std::uint64_t next = 0;
     o["tree"] = tree_json(ck.structure, next);
     boost::json::array leaves;
@@ -224,6 +242,11 @@ int show_main(const args& a) {
               bold("total").c_str(), ix.leaves.size(), static_cast<unsigned long long>(chunks),
               ix.files.size(), ix.files.size() == 1 ? "" : "s", human_bytes(logical).c_str(),
               human_bytes(stored).c_str(), ratio_string(logical, stored).c_str());
+  if (const auto sh = sharing_of(ck.path, ix); sh.any()) {
+    std::printf("  %s %s\n", bold("holds").c_str(), describe_group(sh.own).c_str());
+    for (const auto& g : sh.shared)
+      std::printf("  %s %s\n", bold("shares").c_str(), describe_group(g).c_str());
+  }
   std::printf("\n%s %s\n", bold("metadata").c_str(), pretty_json(ck.metadata).c_str());
   if (ck.job) {
     if (const auto* spec = ck.job->if_contains("spec")) {
