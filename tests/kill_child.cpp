@@ -5,11 +5,13 @@
 //
 // Start-up: removes stale temporary/trash entries, reads LATEST and loads it; the checkpoint
 // must be at step MIN_STEP or later (the last step a killed run acknowledged) and equal, bit
-// for bit, to the tree of its step. Prints "verified N" (exit 3 and "VIOLATION ..." otherwise).
-// Then ROUNDS times: save step_{N+1} (overwriting a committed but unregistered one a killed run
-// left), register it as LATEST, print and flush "ack N+1" (acknowledged), apply retention
-// (keep the last 2). Linked with ckpt_testing, so CKPT_KILL_POINT=name[:n] raises SIGKILL at a
-// named point of the protocol (src/testing.hpp).
+// for bit, to the tree of its step; so must every other listed checkpoint. Prints "verified N"
+// (exit 3 and "VIOLATION ..." otherwise). Then ROUNDS times: save step_{N+1} differentially
+// against LATEST (its "frozen" leaf never changes: shared through a hard link to the file that
+// first held it; overwriting a committed but unregistered one a killed run left), register it
+// as LATEST, print and flush "ack N+1" (acknowledged), apply retention (keep the last 2, which
+// retires checkpoints whose files kept ones still link). Linked with ckpt_testing, so
+// CKPT_KILL_POINT=name[:n] raises SIGKILL at a named point of the protocol (src/testing.hpp).
 #include "support.hpp"
 
 #include <ckpt/load.hpp>
@@ -34,7 +36,10 @@ ckpt::tree tree_for(std::uint64_t step) {
     s[i] = static_cast<float>(step) + 0.5f * static_cast<float>(i % 31);
   auto st = ckpt::array::zeros(ckpt::dtype::u64, {1}).value();
   st.as_mutable<std::uint64_t>()[0] = step;
-  return ckpt::tree::dict({{"params", w}, {"moments", m}, {"step", st}});
+  auto frozen = ckpt::array::zeros(ckpt::dtype::f32, {512 * 1024}).value();  // 2 MiB, constant
+  auto fb = ckpt::test::random_bytes(frozen.num_bytes(), 4242);
+  std::memcpy(frozen.as_mutable<float>().data(), fb.data(), fb.size());
+  return ckpt::tree::dict({{"params", w}, {"moments", m}, {"frozen", frozen}, {"step", st}});
 }
 
 int violation(const std::string& what) {
@@ -73,7 +78,25 @@ int main(int argc, char** argv) {
     if (!(loaded.value().tree == tree_for(step)))
       return violation("step " + std::to_string(step) + " loads different data");
   }
-  std::printf("verified %llu\n", static_cast<unsigned long long>(step));
+  // Every listed checkpoint loads, whatever retention deleted under the ones that share files.
+  auto listed = ckpt::store::list_committed(job);
+  if (!listed) return violation("listing: " + listed.error().message());
+  std::size_t linked = 0;  // listed checkpoints holding a hard link to an earlier one's file
+  for (const auto& name : listed.value()) {
+    for (const auto& e : fs::directory_iterator(job / name)) {
+      if (e.path().filename().string().rfind("shared-", 0) == 0) {
+        ++linked;
+        break;
+      }
+    }
+    auto loaded = ckpt::load_blocking(job / name);
+    if (!loaded) return violation("listed " + name + " does not load: " + loaded.error().message());
+    const auto s = static_cast<std::uint64_t>(loaded.value().metadata.at("step").as_int64());
+    if (!(loaded.value().tree == tree_for(s)))
+      return violation("listed " + name + " loads different data");
+  }
+  std::printf("verified %llu listed %zu linked %zu\n", static_cast<unsigned long long>(step),
+              listed.value().size(), linked);
   std::fflush(stdout);
 
   ckpt::save_options so;
@@ -84,6 +107,9 @@ int main(int argc, char** argv) {
   for (long r = 0; r < rounds; ++r) {
     ++step;
     const std::string name = "step_" + std::to_string(step);
+    auto base = ckpt::store::read_latest(job);
+    so.base = base && base.value() ? job / *base.value() : fs::path();
+    so.base_optional = true;
     auto saved = ckpt::save_blocking(job / name, tree_for(step),
                                      {{"step", static_cast<std::int64_t>(step)}}, so);
     if (!saved) {

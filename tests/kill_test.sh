@@ -2,7 +2,9 @@
 # SIGKILL test: a child (ckpt-kill-child) checkpoints on the real disk; this script kills it
 # with SIGKILL at random moments and at named kill points of the commit protocol, and after
 # every kill starts a verifying child that checks the ORACLE: LATEST loads, bit-identical, at
-# the last step a killed child acknowledged ("ack N" on its stdout, flushed) or later.
+# the last step a killed child acknowledged ("ack N" on its stdout, flushed) or later, and so
+# does every listed checkpoint (the saves are differential: retention deletes checkpoints whose
+# data files kept ones hard-link).
 #
 #   tests/kill_test.sh path/to/ckpt-kill-child
 #   env: KILLS (300), MAX_DELAY_MS (400), WORK (default: a new directory under $PWD, i.e. the
@@ -22,6 +24,8 @@ points=(after_data_fsync after_commit_marker after_rename after_latest_tmp)
 
 ack=0
 lost=0
+listed=0
+linked=0
 random_kills=0
 named_kills=0
 not_killed=0
@@ -60,8 +64,14 @@ for ((k = 1; k <= kills; k++)); do
     lost=$((lost + 1))
     echo "kill $k: after ack $ack: $(tail -n 1 "$log")"
   fi
+  # "verified N listed K linked L": K listed checkpoints loaded bit-exact, L of them differential.
+  read -r _ _ _ n_listed _ n_linked < <(grep -m1 '^verified ' "$log") || true
+  listed=$((listed + ${n_listed:-0}))
+  linked=$((linked + ${n_linked:-0}))
 done
 echo "sigkill: kills $((random_kills + named_kills)) (random $random_kills, named $named_kills," \
   "named points not reached $not_killed), last acknowledged step $ack," \
   "lost acknowledged checkpoints $lost"
+echo "sigkill: listed checkpoints loaded after kills $listed (differential $linked)," \
+  "failed to load $lost"
 ((lost == 0))

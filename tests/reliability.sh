@@ -56,6 +56,7 @@ figure plant '^planted bugs caught:'
 run sigkill env KILLS="${KILLS:-300}" WORK="$logs/kill-work" "$here/kill_test.sh" "$child"
 rm -rf "$build/reliability-kill"
 figure sigkill '^sigkill: kills'
+figure sigkill '^sigkill: listed'
 
 mpi_test=$build/bin/ckpt-mpi-shard-test
 if [[ -x "$mpi_test" ]] && command -v mpirun >/dev/null; then
