@@ -75,6 +75,7 @@ struct step_result {
   double s = 0;
   double staged_s = 0;
   std::uint64_t written = 0, shared = 0, peak_rss = 0;
+  save_stats stats;
 };
 
 result<step_result> timed_save(const fs::path& path, const tree& t, save_options o, bool async) {
@@ -95,6 +96,7 @@ result<step_result> timed_save(const fs::path& path, const tree& t, save_options
   r.peak_rss = peak_rss_bytes();
   r.written = st.stored_bytes;
   r.shared = st.shared_bytes;
+  r.stats = st;
   std::error_code ec;
   fs::remove_all(path, ec);
   return r;
@@ -174,6 +176,11 @@ result<boost::json::object> bench_diff(const std::string& workload, const std::s
         diff_s.push_back(s.s);
         written = s.written;
         shared = s.shared;
+        j["diff_breakdown"] = {{"encode_cpu_s", s.stats.encode_s},
+                               {"written_s", s.stats.written_s},
+                               {"fsync_s", s.stats.fsync_s},
+                               {"commit_s", s.stats.commit_s},
+                               {"committed_s", s.stats.committed_s}};
         peak_diff = std::max(peak_diff, s.peak_rss);
       }
     }
@@ -241,6 +248,15 @@ void print_diff(const boost::json::object& j) {
       "wrote %.1f MiB = %.1f%% of logical, shared %.1f MiB\n",
       d("diff_gibps"), med("diff_s"), d("diff_vs_fio"), d("diff_vs_plain_time"),
       d("written_bytes") / (1 << 20), 100.0 * d("written_share"), d("shared_bytes") / (1 << 20));
+  if (auto* b = j.if_contains("diff_breakdown"); b && b->is_object()) {
+    const auto& o = b->as_object();
+    auto g = [&](const char* k) { return o.at(k).to_number<double>(); };
+    std::printf(
+        "  differential save (last run): hash+encode %.0f ms CPU, data written at %.0f ms, "
+        "data fsync %.0f ms, commit %.0f ms, committed at %.0f ms\n",
+        1e3 * g("encode_cpu_s"), 1e3 * g("written_s"), 1e3 * g("fsync_s"), 1e3 * g("commit_s"),
+        1e3 * g("committed_s"));
+  }
   std::printf(
       "  start_save stall: differential %.0f ms = %.2fx the memcpy (committed %.2f s); plain %.0f "
       "ms = %.2fx\n",

@@ -416,12 +416,11 @@ namespace {
 // memory as the checksum for a raw chunk.
 void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint64_t stored,
                   std::span<const std::byte> stored_bytes, std::span<const std::byte> raw,
-                  bool hash, bool have_checksum = false) {
+                  bool hash) {
   auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
   ce.raw_size = pc.raw_size;
   ce.stored_size = stored;
   ce.codec = c;
-  if (have_checksum) return;  // (hashed with it: same_as_base of a raw chunk)
   if (hash && !ce.hashed && c == format::codec::raw) {
     ce.hash = format::hash128_and_checksum(stored_bytes, ce.xxh3);
     ce.hashed = true;
@@ -435,13 +434,12 @@ void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint
 }
 
 // A differential save's test of one piece against the base's chunk: hashes the raw bytes
-// (recorded either way) and marks the piece shared when they are the base's. With `xxh3`
-// (a chunk that will be stored raw), its checksum comes from the same pass over memory.
-bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw,
-                  std::uint64_t* xxh3 = nullptr) {
+// (recorded either way) and marks the piece shared when they are the base's. (Hash alone: in
+// a fine-tuning save most chunks are unchanged, and a checksum of those would be wasted.)
+bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw) {
   if (!pc.base) return false;
   auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
-  ce.hash = xxh3 ? format::hash128_and_checksum(raw, *xxh3) : format::hash128(raw);
+  ce.hash = format::hash128(raw);
   ce.hashed = true;
   pc.shared = ce.hash == pc.base->hash;
   return pc.shared;
@@ -531,20 +529,17 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
     piece& pc = un.pieces[p];
     const ckpt::array& a = leaves[pc.leaf].array;
     const std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    // Compared with the base first: an unchanged chunk costs one hash pass, no codec choice.
+    if (same_as_base(ix, pc, src)) continue;
     const std::size_t es = dtype_size(a.dtype());
     format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
-    // A raw chunk written from the leaf's memory gets its hash and checksum in one pass.
     const bool direct = c == format::codec::raw && src.size() >= direct_min &&
                         reinterpret_cast<std::uintptr_t>(src.data()) % io_align == 0;
-    std::uint64_t xxh3 = 0;
-    if (same_as_base(ix, pc, src, direct ? &xxh3 : nullptr)) continue;
     if (direct) {
       close_run();
       const std::uint64_t whole = src.size() / io_align * io_align;
       un.out.push_back({cursor, src.first(whole), true});
-      const bool checked = pc.base != nullptr;
-      if (checked) ix.leaves[pc.leaf].chunks[pc.chunk].xxh3 = xxh3;
-      record_chunk(ix, pc, c, src.size(), src, src, hash, checked);
+      record_chunk(ix, pc, c, src.size(), src, src, hash);
       un.rel_offsets[p] = cursor;
       cursor += whole;
       if (whole < src.size()) {
