@@ -238,6 +238,12 @@ TEST_CASE("50 differential saves keeping the last 3: bounded disk, every one loa
     const auto step = std::stoull(name.substr(5));
     CHECK(ckpt::load_blocking(job / name).value().tree == model(step));
   }
+  // The job directory moved as a whole still loads (the links are inside it).
+  fs::rename(job, dir / "moved");
+  for (const auto& name : listed) {
+    const auto step = std::stoull(name.substr(5));
+    CHECK(ckpt::load_blocking(dir / "moved" / name).value().tree == model(step));
+  }
   // One copy of the frozen bytes and three of the head, plus small files and page padding.
   const std::uint64_t bound = frozen_bytes() + 3 * 50000 * 4 + 3 * (64 << 10) + (256 << 10);
   std::printf(
@@ -331,6 +337,10 @@ TEST_CASE("index 1.1: hashes and origins round trip, malformed ones are refused"
   auto one_hash = parse(replace(",\"" + fmt::hash128_hex({3, 4}) + "\"", ""));
   REQUIRE_FALSE(one_hash);
   CHECK_THAT(one_hash.error().message(), Catch::Contains("1 hashes for 2 chunks"));
+  auto three = parse(replace(fmt::hash128_hex({3, 4}) + "\"",
+                             fmt::hash128_hex({3, 4}) + "\",\"" + fmt::hash128_hex({5, 6}) + "\""));
+  REQUIRE_FALSE(three);
+  CHECK_THAT(three.error().message(), Catch::Contains("more hashes than its 2 chunks"));
   auto short_hash = parse(replace(fmt::hash128_hex({3, 4}), "abc"));
   REQUIRE_FALSE(short_hash);
   CHECK_THAT(short_hash.error().message(), Catch::Contains("is not 32 hex digits"));

@@ -556,6 +556,10 @@ bool index_parser::parse_leaf(od::object& o, std::size_t li) {
           if (hashes.size() >= lim_.max_chunks) {
             return fail(sink.limit(detail::too_many(lim_.max_chunks, "hashes")));
           }
+          if ((seen & k_chunks) && hashes.size() >= le.chunks.size()) {
+            return fail(sink.corrupt(leaf_name(li) + ": more hashes than its " +
+                                     std::to_string(le.chunks.size()) + " chunks"));
+          }
           std::string_view hx;
           CKPT_OD(el.get_string().get(hx), leaf_name(li) + ".hashes", "hash strings");
           if (!try_parse_hash128_hex(hx, hashes.emplace_back())) {

@@ -856,8 +856,9 @@ asio::awaitable<void> save_handle::state::run() {
     staged_event.set(r);
     committed_event.set(std::move(r));
   };
-  if (auto b = co_await open_base(); !b) {
-    finish(fail(std::move(b).error().with_context("save " + path.string())));
+  auto based = co_await open_base();  // (not in the if: GCC 12 and co_await, HACKING.md)
+  if (!based) {
+    finish(fail(std::move(based).error().with_context("save " + path.string())));
     co_return;
   }
   plan();
