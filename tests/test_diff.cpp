@@ -5,6 +5,7 @@
 #include "support.hpp"
 
 #include "format/index.hpp"
+#include "io/backend.hpp"
 
 #include <ckpt/job.hpp>
 #include <ckpt/load.hpp>
@@ -18,9 +19,12 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <set>
+#include <thread>
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -201,6 +205,59 @@ TEST_CASE("an unusable base fails clearly, or saves in full with base_optional",
   auto nohash = diff_options(dir / "b");
   nohash.hash_chunks = false;
   CHECK_FALSE(ckpt::save_blocking(dir / "d", model(1), {}, nohash));
+}
+
+namespace {
+
+// A file system that refuses hard links (as some FUSE and object-store mounts do).
+class no_links_backend final : public ckpt::io::backend {
+ public:
+  explicit no_links_backend(std::unique_ptr<ckpt::io::backend> inner) : inner_(std::move(inner)) {}
+  std::string_view name() const noexcept override { return "no-links"; }
+  void submit(ckpt::io::op* o) noexcept override {
+    if (o->req.kind == ckpt::io::op_kind::link) {
+      o->complete(-EPERM);
+      return;
+    }
+    inner_->submit(o);
+  }
+  void shutdown() noexcept override { inner_->shutdown(); }
+
+ private:
+  std::unique_ptr<ckpt::io::backend> inner_;
+};
+
+}  // namespace
+
+TEST_CASE("a file system without hard links: a clear error, or a full save", "[diff]") {
+  ckpt::test::temp_dir dir;
+  ckpt::save_options o;
+  o.chunk_bytes = 1 << 20;
+  REQUIRE(ckpt::save_blocking(dir / "a", model(1), {{"step", 1}}, o));
+  auto engine = ckpt::io::make_engine(
+                    std::make_unique<no_links_backend>(ckpt::io::make_thread_backend({}).value()))
+                    .value();
+  auto rt = ckpt::runtime::create(engine, {}).value();
+  auto d = diff_options(dir / "a");
+  d.runtime = rt;
+  auto refused = ckpt::save_blocking(dir / "b", model(2), {{"step", 2}}, d);
+  REQUIRE_FALSE(refused);
+  CHECK_THAT(refused.error().message(), Catch::Contains("refuses hard links"));
+  d.base_optional = true;
+  auto full = ckpt::save_blocking(dir / "b", model(2), {{"step", 2}}, d);
+  REQUIRE(full);
+  CHECK(full.value().shared_bytes == 0);
+  CHECK_THAT(full.value().base_note, Catch::Contains("refuses hard links"));
+  d.runtime.reset();
+  CHECK(ckpt::load_blocking(dir / "b").value().tree == model(2));
+  // Nothing left behind by the probe: only the two checkpoints.
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir.path()))
+    names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"a", "b"});
+  for (int i = 0; i < 5000 && rt.use_count() > 1; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
 }
 
 TEST_CASE("overwriting the base itself keeps the shared bytes", "[diff]") {

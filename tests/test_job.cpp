@@ -235,20 +235,23 @@ TEST_CASE("stale temporary and trash directories: only ours are removed", "[job]
   fs::create_directories(jd / (".step_5.tmp-" + own + "-deadbeef"));  // a save of ours in flight
   write_file(jd / "LATEST.tmp", "step_1\n");
   write_file(jd / "DONE.tmp", "x");
-  write_file(jd / ".step_6.tmp-5-aa", "a file, not our directory");
+  // A file named like a temporary directory: a differential save's hard-link probe a crash
+  // left (removed); one of our own process is left alone, like our directories.
+  write_file(jd / ".step_6.tmp-5-aa", "a probe link left by a crash");
+  write_file(jd / (".step_8.tmp-" + own + "-cc"), "our own probe");
   fs::create_directory_symlink(jd / "step_3", jd / ".step_7.tmp-9-bb");
 
   auto report = job.cleanup_stale().value();
   CHECK(report.removed == std::vector<std::string>{".step_1.tmp-123-abcd1234",
-                                                   ".step_2.trash-77-ff00aa11", "DONE.tmp",
-                                                   "LATEST.tmp"});
+                                                   ".step_2.trash-77-ff00aa11", ".step_6.tmp-5-aa",
+                                                   "DONE.tmp", "LATEST.tmp"});
   std::vector<std::string> left;
   for (auto& e : fs::directory_iterator(jd))
     left.push_back(e.path().filename().string());
   std::sort(left.begin(), left.end());
   CHECK(left == std::vector<std::string>{"..tmp-1-a", ".hidden", ".step_4.tmp-",
-                                         ".step_5.tmp-" + own + "-deadbeef", ".step_6.tmp-5-aa",
-                                         ".step_7.tmp-9-bb", ".x.tmp-12-", ".x.tmp-abc",
+                                         ".step_5.tmp-" + own + "-deadbeef", ".step_7.tmp-9-bb",
+                                         ".step_8.tmp-" + own + "-cc", ".x.tmp-12-", ".x.tmp-abc",
                                          "keep.trash-1-a", "notes.tmp-1-a", "step_3"});
   CHECK(fs::exists(jd / "step_3" / "inside"));  // the symlink was not followed
 }

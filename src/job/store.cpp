@@ -271,8 +271,10 @@ result<cleanup_report> cleanup_stale(const fs::path& job_dir, const std::shared_
     const auto st = entry.symlink_status(sec);  // never follow a link
     if (sec) continue;
     if (fs::is_regular_file(st)) {
+      // (A `.<name>.tmp-*` file: a differential save's hard-link probe left by a crash.)
+      const auto owner = transient_owner(name, "tmp");
       if (name == std::string(latest_file_name) + ".tmp" ||
-          name == std::string(done_file_name) + ".tmp") {
+          name == std::string(done_file_name) + ".tmp" || (owner && *owner != own_pid)) {
         victims.push_back(name);
       }
       continue;

@@ -320,6 +320,25 @@ asio::awaitable<result<void>> save_handle::state::open_base() {
     co_return unusable("not on the file system of " + parent.string() +
                        " (a differential checkpoint hard-links the base's data files)");
   }
+  // ... and must work there (some FUSE and object-store mounts refuse them): a link of the
+  // base's COMMIT under a temporary name in that directory, removed at once (a crash between
+  // the two leaves a `.<name>.tmp-*` file that start-up cleanup removes).
+  auto pd = co_await io().open(AT_FDCWD, probe.string(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (!pd) {
+    (void)co_await io().close(files.dir);
+    co_return unusable(pd.error().message());
+  }
+  const io::file probe_dir = pd.value();
+  const std::string probe_name = checkpoint::temp_name(name, checkpoint::unique_suffix());
+  auto linked_ok =
+      co_await io().link(files.dir.fd, std::string(format::commit_file), probe_dir.fd, probe_name);
+  if (linked_ok) (void)co_await io().unlink(probe_dir.fd, probe_name);
+  (void)co_await io().close(probe_dir);
+  if (!linked_ok) {
+    (void)co_await io().close(files.dir);
+    co_return unusable("the file system of " + probe.string() + " refuses hard links (" +
+                       linked_ok.error().message() + ")");
+  }
   base_dir = files.dir;
   base_uid = files.commit->index_xxh3;
   base_origin = fs::path(options.base).lexically_normal().filename().string();
