@@ -2,6 +2,7 @@
 // base already holds, through hard links to the base's data files; deleting or retiring the base
 // never breaks it, a damaged base chunk is found through it, and the job layer uses LATEST as the
 // base by default. On tmpfs and on the real disk (O_DIRECT).
+#include "index_support.hpp"
 #include "support.hpp"
 
 #include "format/index.hpp"
@@ -48,14 +49,7 @@ std::uint64_t frozen_bytes() {
   return static_cast<std::uint64_t>(frozen_elems) * 4 + 70000 * 2 + 10 * 4;
 }
 
-ckpt::format::index read_index(const fs::path& ck) {
-  std::ifstream f(ck / "index.json", std::ios::binary);
-  std::string text(std::istreambuf_iterator<char>(f), {});
-  text.append(ckpt::format::parse_padding, '\0');
-  return ckpt::format::parse_index(
-             std::string_view(text.data(), text.size() - ckpt::format::parse_padding))
-      .value();
-}
+using ckpt::test::read_index;
 
 // Bytes the files under `dir` take on disk, each inode counted once (hard links share one).
 std::uint64_t disk_usage(const fs::path& dir) {

@@ -1,6 +1,7 @@
 // Round trips through the save and load pipelines, templates, overwrite rules, the overlap
 // contract and corrupt checkpoints. Runs on tmpfs and on the real disk.
 #include "format/index.hpp"
+#include "index_support.hpp"
 #include "support.hpp"
 
 #include <ckpt/load.hpp>
@@ -61,16 +62,7 @@ ckpt::save_options small_chunks() {
   return o;
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-ckpt::format::index read_index(const fs::path& ckpt) {
-  std::string text = slurp(ckpt / "index.json");
-  text.reserve(text.size() + ckpt::format::parse_padding);
-  return ckpt::format::parse_index(text).value();
-}
+using ckpt::test::read_index;
 
 void flip_byte(const fs::path& p, std::uint64_t offset) {
   std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);

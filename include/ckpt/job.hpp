@@ -169,9 +169,10 @@ inline error with_path_context(error e, std::string_view what, const std::filesy
 
 /// The job.json object of a save: {"spec": spec, "config": config}.
 boost::json::object make_job_json(const execution_spec& spec, boost::json::value config);
-/// The checkpoint `spec`'s job directory names in LATEST (a plain name), or none: the default
-/// base of a differential save (the save checks it is a committed checkpoint).
-std::optional<std::filesystem::path> latest_checkpoint(const execution_spec& spec);
+/// The committed checkpoint `spec`'s LATEST names (store::read_latest), or none when there is
+/// no LATEST or it is unusable: the default base of a differential save.
+std::optional<std::filesystem::path> latest_checkpoint(const execution_spec& spec,
+                                                       const std::shared_ptr<runtime>& rt);
 
 /// What from_checkpoint needs from a checkpoint's job.json.
 struct checkpoint_identity {
@@ -335,7 +336,8 @@ class checkpointed_job : public basic_job<C> {
   ckpt::load_options& load_defaults() noexcept { return load_defaults_; }
   /// Differential saves (on by default): a save whose save_defaults() name no `base` shares the
   /// unchanged chunks of the job's latest checkpoint (LATEST), or is written in full where there
-  /// is none or it cannot be used (save_stats::base_note). Sharded saves are always in full.
+  /// is no usable LATEST, or its checkpoint cannot be a base (save_stats::base_note says why).
+  /// Sharded saves are always in full.
   void set_differential(bool on) noexcept { differential_ = on; }
   bool differential() const noexcept { return differential_; }
 
@@ -543,7 +545,7 @@ class checkpointed_job : public basic_job<C> {
     CKPT_TRY(auto job, job_json());
     options.job = std::move(job);
     if (differential_ && options.base.empty()) {
-      if (auto base = detail::latest_checkpoint(this->spec_)) {
+      if (auto base = detail::latest_checkpoint(this->spec_, options.runtime)) {
         options.base = std::move(*base);
         options.base_optional = true;
       }

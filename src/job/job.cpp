@@ -4,7 +4,6 @@
 
 #include <boost/json/serialize.hpp>
 
-#include <fstream>
 #include <limits>
 
 namespace ckpt {
@@ -169,16 +168,13 @@ result<void> fill_config_defaults(json::value& config, const json::value& defaul
                                           " (the config type has: " + known + ")");
 }
 
-std::optional<std::filesystem::path> latest_checkpoint(const execution_spec& spec) {
+std::optional<std::filesystem::path> latest_checkpoint(const execution_spec& spec,
+                                                       const std::shared_ptr<runtime>& rt) {
   auto dir = spec.job_dir();
   if (!dir) return std::nullopt;
-  std::ifstream f(dir.value() / "LATEST", std::ios::binary);
-  std::string name;
-  if (!f || !std::getline(f, name) || name.empty() || name.size() > 255 || name[0] == '.' ||
-      name.find('/') != std::string::npos || name.find('\0') != std::string::npos) {
-    return std::nullopt;
-  }
-  return dir.value() / name;
+  auto latest = store::read_latest(dir.value(), rt);  // (the one reader of LATEST)
+  if (!latest || !latest.value()) return std::nullopt;
+  return dir.value() / *latest.value();
 }
 
 json::object make_job_json(const execution_spec& spec, json::value config) {
