@@ -306,7 +306,7 @@ int main(int argc, char** argv) {
 
   // Resume from LATEST when there is one (model part of the config from the checkpoint; steps,
   // ckpt_every and keep from this command line).
-  auto latest = torch_train_job::latest(spec);
+  auto latest = torch_train_job::latest_blocking(spec);
   if (!latest) return fail_with("read LATEST", latest.error());
   std::unique_ptr<torch_train_job> job;
   if (latest.value()) {

@@ -358,14 +358,55 @@ class train_job : public ckpt::restoreable_job<train_config> {
   std::exit(2);
 }
 
-// A plain function, not a capturing lambda: the coroutine frame must not outlive its captures.
-asio::awaitable<void> run_job(train_job& job, std::optional<result<void>>& out) {
-  out.emplace(co_await job.run());
-}
-
 int fail_with(const char* what, const ckpt::error& e) {
   std::fprintf(stderr, "ckpt-train: %s: %s\n", what, e.what().c_str());
   return 1;
+}
+
+/// Resumes from LATEST or starts fresh, trains, and lists the checkpoints kept: a coroutine on
+/// the io_context of main's thread, awaiting every lifecycle call. (Parameters by value: the
+/// frame owns them.)
+asio::awaitable<int> train_main(ckpt::execution_spec spec, train_config config,
+                                json::object overlay) {
+  // Resume from LATEST when there is one. The model part of the config (sizes, seed, lr)
+  // comes from the checkpoint; steps, ckpt_every and keep given on this command line are
+  // overlaid. resume = true: the saved run_id comes back, so logging could rejoin the run.
+  auto read_latest = train_job::latest(spec);
+  auto latest = co_await std::move(read_latest);
+  if (!latest) co_return fail_with("read LATEST", latest.error());
+  std::unique_ptr<train_job> job;
+  if (latest.value()) {
+    const auto t0 = clock_type::now();
+    auto restore = ckpt::job_from_checkpoint<train_job>(
+        *latest.value(), spec, json::value(std::move(overlay)), /*resume=*/true);
+    auto restored = co_await std::move(restore);
+    if (!restored) co_return fail_with("resume", restored.error());
+    job = std::move(restored.value().first);
+    std::printf("resumed from %s at step %lld in %.1f ms (run_id %s)\n", latest.value()->c_str(),
+                static_cast<long long>(job->step()), ms_since(t0), job->spec().run_id.c_str());
+  } else {
+    job = std::make_unique<train_job>(spec, config);
+    std::printf("fresh run %s: %s\n", spec.run_id.c_str(),
+                json::serialize(json::value_from(config)).c_str());
+  }
+  if (job->done()) std::printf("job already marked done\n");
+  // Leftovers of a killed process (temporary save and trash directories) go first.
+  auto cleaned = job->cleanup_stale();
+  if (!cleaned) co_return fail_with("clean up", cleaned.error());
+  for (const auto& name : cleaned.value().removed)
+    std::printf("removed stale %s\n", name.c_str());
+  std::fflush(stdout);
+
+  auto trained = co_await job->run();
+  if (!trained) co_return fail_with("train", trained.error());
+  auto list = train_job::checkpoints(job->spec());
+  auto kept = co_await std::move(list);
+  if (!kept) co_return fail_with("list checkpoints", kept.error());
+  std::printf("checkpoints kept:");
+  for (const auto& name : kept.value())
+    std::printf(" %s", name.c_str());
+  std::printf("\nparams-xxh3 %016llx\n", static_cast<unsigned long long>(job->params_hash()));
+  co_return 0;
 }
 
 }  // namespace
@@ -417,43 +458,15 @@ int main(int argc, char** argv) {
                 std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
   spec.cluster.checkpoints_dir = dir;
 
-  // Resume from LATEST when there is one. The model part of the config (sizes, seed, lr)
-  // comes from the checkpoint; steps, ckpt_every and keep given on this command line are
-  // overlaid. resume = true: the saved run_id comes back, so logging could rejoin the run.
-  auto latest = train_job::latest(spec);
-  if (!latest) return fail_with("read LATEST", latest.error());
-  std::unique_ptr<train_job> job;
-  if (latest.value()) {
-    const auto t0 = clock_type::now();
-    auto restored = train_job::from_checkpoint_blocking<train_job>(
-        *latest.value(), spec, json::value(std::move(overlay)), /*resume=*/true);
-    if (!restored) return fail_with("resume", restored.error());
-    job = std::move(restored.value().first);
-    std::printf("resumed from %s at step %lld in %.1f ms (run_id %s)\n", latest.value()->c_str(),
-                static_cast<long long>(job->step()), ms_since(t0), job->spec().run_id.c_str());
-  } else {
-    job = std::make_unique<train_job>(spec, config);
-    std::printf("fresh run %s: %s\n", spec.run_id.c_str(),
-                json::serialize(json::value_from(config)).c_str());
-  }
-  if (job->done()) std::printf("job already marked done\n");
-  // Leftovers of a killed process (temporary save and trash directories) go first.
-  auto cleaned = job->cleanup_stale();
-  if (!cleaned) return fail_with("clean up", cleaned.error());
-  for (const auto& name : cleaned.value().removed)
-    std::printf("removed stale %s\n", name.c_str());
-  std::fflush(stdout);
-
-  // The loop runs as a coroutine on an io_context in this thread.
+  // The whole job runs as a coroutine on an io_context in this thread.
   asio::io_context ctx;
-  std::optional<result<void>> outcome;
-  asio::co_spawn(ctx, run_job(*job, outcome), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
+  int rc = 1;
+  asio::co_spawn(ctx, train_main(std::move(spec), std::move(config), std::move(overlay)),
+                 [&rc](std::exception_ptr e, int r) {
+                   if (e) std::rethrow_exception(e);
+                   rc = r;
+                 });
   ctx.run();
   ckpt::io::wait_for_completions_posted();  // before ctx goes (ckpt/io.hpp)
-  if (!outcome) return fail_with("train", ckpt::error(ckpt::errc::aborted, "run() did not finish"));
-  if (!*outcome) return fail_with("train", outcome->error());
-  std::printf("params-xxh3 %016llx\n", static_cast<unsigned long long>(job->params_hash()));
-  return 0;
+  return rc;
 }

@@ -342,7 +342,7 @@ TEST_CASE("the job layer's saves are differential against LATEST by default", "[
   REQUIRE(second);
   CHECK(second.value().shared_bytes == frozen_bytes());
   REQUIRE(job.wait_retention());
-  CHECK(diff_job::checkpoints(spec).value() == std::vector<std::string>{"step_2"});
+  CHECK(diff_job::checkpoints_blocking(spec).value() == std::vector<std::string>{"step_2"});
   const tree tmpl = model(0);  // (filled in place)
   auto loaded = job.get_tree_and_metadata_blocking("step_2", tmpl);
   REQUIRE(loaded);

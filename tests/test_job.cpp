@@ -60,7 +60,8 @@ class test_job : public ckpt::restoreable_job<test_config> {
       if (!s) co_return s;
       auto c = co_await h.value().committed();
       if (!c) co_return c;
-      auto r = register_latest(suffix);
+      auto registration = register_latest(suffix);
+      auto r = co_await std::move(registration);
       if (!r) co_return r;
     }
     co_return mark_done();
@@ -347,9 +348,28 @@ TEST_CASE("register_latest - latest - checkpoints", "[job]") {
   const auto spec = make_spec(dir.path());
   test_job job(spec, {});
   const fs::path jd = job.job_dir().value();
+  // The awaitable forms, each awaited from a coroutine on an io_context of its own; the blocking
+  // forms must agree with them.
+  auto latest = [&] {
+    auto awaited = run_coro(test_job::latest(spec));
+    auto blocking = test_job::latest_blocking(spec);
+    CHECK(awaited.has_value() == blocking.has_value());
+    if (awaited && blocking) CHECK(awaited.value() == blocking.value());
+    if (!awaited && !blocking) CHECK(awaited.error().what() == blocking.error().what());
+    return awaited;
+  };
+  auto checkpoints = [&] {
+    auto awaited = run_coro(test_job::checkpoints(spec));
+    auto blocking = test_job::checkpoints_blocking(spec);
+    REQUIRE(awaited);
+    REQUIRE(blocking);
+    CHECK(awaited.value() == blocking.value());
+    return awaited;
+  };
+  auto register_latest = [&](const char* suffix) { return run_coro(job.register_latest(suffix)); };
 
-  CHECK(test_job::latest(spec).value() == std::nullopt);
-  CHECK(test_job::checkpoints(spec).value().empty());  // no job directory yet
+  CHECK(latest().value() == std::nullopt);
+  CHECK(checkpoints().value().empty());  // no job directory yet
 
   const tree t = small_tree(2.0f);
   for (int step : {10, 9, 2, 100}) {
@@ -363,30 +383,29 @@ TEST_CASE("register_latest - latest - checkpoints", "[job]") {
   fs::rename(jd / "step_100", jd / ".step_100.trash-1-ab");  // committed, but trash
   write_file(jd / "notes.txt", "x");
 
-  CHECK(test_job::checkpoints(spec).value() ==
-        std::vector<std::string>{"step_2", "step_9", "step_10"});
+  CHECK(checkpoints().value() == std::vector<std::string>{"step_2", "step_9", "step_10"});
 
   // Only committed checkpoints can be registered.
-  CHECK(job.register_latest("step_11").error() == errc::not_committed);
-  CHECK(job.register_latest("step_12").error() == errc::not_found);
-  CHECK(job.register_latest("../x").error() == errc::path_escape);
-  CHECK(test_job::latest(spec).value() == std::nullopt);
+  CHECK(register_latest("step_11").error() == errc::not_committed);
+  CHECK(register_latest("step_12").error() == errc::not_found);
+  CHECK(register_latest("../x").error() == errc::path_escape);
+  CHECK(latest().value() == std::nullopt);
 
-  REQUIRE(job.register_latest("step_9"));
-  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_9"));
-  REQUIRE(job.register_latest("step_10"));
-  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_10"));
+  REQUIRE(register_latest("step_9"));
+  CHECK(latest().value() == std::optional<std::string>("step_9"));
+  REQUIRE(job.register_latest_blocking("step_10"));
+  CHECK(latest().value() == std::optional<std::string>("step_10"));
   CHECK_FALSE(fs::exists(jd / "LATEST.tmp"));
 
   // A LATEST naming a missing or uncommitted checkpoint is an error, not a fallback.
   write_file(jd / "LATEST", "step_99\n");
-  CHECK(test_job::latest(spec).error() == errc::not_found);
+  CHECK(latest().error() == errc::not_found);
   write_file(jd / "LATEST", "step_11\n");
-  CHECK(test_job::latest(spec).error() == errc::not_committed);
+  CHECK(latest().error() == errc::not_committed);
   write_file(jd / "LATEST", "../../x\n");
-  CHECK(test_job::latest(spec).error() == errc::path_escape);
+  CHECK(latest().error() == errc::path_escape);
   write_file(jd / "LATEST", "\n");
-  CHECK(test_job::latest(spec).error() == errc::corrupt);
+  CHECK(latest().error() == errc::corrupt);
 }
 
 TEST_CASE("run() - restore - from_checkpoint with and without resume", "[job]") {
@@ -397,8 +416,8 @@ TEST_CASE("run() - restore - from_checkpoint with and without resume", "[job]") 
     REQUIRE(job.run_blocking());
     CHECK(job.done());
   }
-  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_3"));
-  CHECK(test_job::checkpoints(spec).value() ==
+  CHECK(test_job::latest_blocking(spec).value() == std::optional<std::string>("step_3"));
+  CHECK(test_job::checkpoints_blocking(spec).value() ==
         std::vector<std::string>{"step_1", "step_2", "step_3"});
 
   // restore / restore_from_path on a fresh job.
@@ -420,7 +439,7 @@ TEST_CASE("run() - restore - from_checkpoint with and without resume", "[job]") 
   caller.cluster.host_index = 1;
   caller.cluster.host_count = 2;
   {
-    auto latest = test_job::latest(spec).value().value();
+    auto latest = test_job::latest_blocking(spec).value().value();
     auto [job, cfg] =
         test_job::from_checkpoint_blocking<test_job>(latest, caller, overlay, true).value();
     CHECK(job->spec().run_id == "run-job-a");
@@ -530,21 +549,22 @@ TEST_CASE("save_and_register: one call saves, registers LATEST and starts retent
     auto s = job.save_and_register_blocking(suffix, t, json::object{{"step", step}});
     REQUIRE(s);
     CHECK(s.value().logical_bytes > 0);
-    CHECK(test_job::latest(spec).value() == std::optional<std::string>(suffix));
+    CHECK(test_job::latest_blocking(spec).value() == std::optional<std::string>(suffix));
   }
   REQUIRE(job.wait_retention());
-  CHECK(test_job::checkpoints(spec).value() == std::vector<std::string>{"step_2", "step_3"});
+  CHECK(test_job::checkpoints_blocking(spec).value() ==
+        std::vector<std::string>{"step_2", "step_3"});
   // Awaitable, and the overlapping form: staged, then commit_and_register.
   REQUIRE(run_coro(job.save_and_register("step_4", t, json::object{{"step", 4}})));
   auto h = job.start_save_tree_and_metadata("step_5", t, json::object{{"step", 5}});
   REQUIRE(h);
   REQUIRE(h.value().wait_staged());
   REQUIRE(run_coro(job.commit_and_register(h.value(), "step_5")));
-  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_5"));
+  CHECK(test_job::latest_blocking(spec).value() == std::optional<std::string>("step_5"));
   // A failed save registers nothing.
   auto again = job.save_and_register_blocking("step_5", t, {});
   CHECK(again.error() == errc::already_exists);
-  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_5"));
+  CHECK(test_job::latest_blocking(spec).value() == std::optional<std::string>("step_5"));
   // job_from_checkpoint names the job type once.
   REQUIRE(job.wait_retention());
   auto restored = ckpt::job_from_checkpoint_blocking<test_job>("step_5", spec);
@@ -605,27 +625,29 @@ TEST_CASE("retention keeps the last N and every K-th but never LATEST's target",
   CHECK(ckpt::store::apply_retention(jd, {}).value().removed.empty());
 
   // LATEST points at an old checkpoint: it survives keep_last.
-  REQUIRE(job.register_latest("step_2"));
+  REQUIRE(job.register_latest_blocking("step_2"));
   auto report = ckpt::store::apply_retention(jd, {.keep_last = 2, .keep_every = 3}).value();
   CHECK(report.removed == std::vector<std::string>{"step_1", "step_4", "step_5"});
   CHECK(report.kept == std::vector<std::string>{"step_2", "step_3", "step_6", "step_7", "step_8"});
-  CHECK(test_job::checkpoints(spec).value() == report.kept);
+  CHECK(test_job::checkpoints_blocking(spec).value() == report.kept);
   CHECK(fs::is_directory(jd / "step_0"));
-  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_2"));
+  CHECK(test_job::latest_blocking(spec).value() == std::optional<std::string>("step_2"));
   for (auto& e : fs::directory_iterator(jd))  // no trash left behind
     CHECK(e.path().filename().string().find(".trash-") == std::string::npos);
 
   // Through register_latest on the background thread.
   job.set_retention({.keep_last = 1});
-  REQUIRE(job.register_latest("step_7"));
+  REQUIRE(job.register_latest_blocking("step_7"));
   auto bg = job.wait_retention().value();
   // step_8 is the newest (keep_last = 1), step_7 is LATEST's target.
   CHECK(bg.removed == std::vector<std::string>{"step_2", "step_3", "step_6"});
-  CHECK(test_job::checkpoints(spec).value() == std::vector<std::string>{"step_7", "step_8"});
-  CHECK(test_job::latest(spec).value() == std::optional<std::string>("step_7"));
+  CHECK(test_job::checkpoints_blocking(spec).value() ==
+        std::vector<std::string>{"step_7", "step_8"});
+  CHECK(test_job::latest_blocking(spec).value() == std::optional<std::string>("step_7"));
 
   // An unreadable LATEST stops retention from deleting anything.
   write_file(jd / "LATEST", "step_404\n");
   CHECK_FALSE(ckpt::store::apply_retention(jd, {.keep_last = 1}));
-  CHECK(test_job::checkpoints(spec).value() == std::vector<std::string>{"step_7", "step_8"});
+  CHECK(test_job::checkpoints_blocking(spec).value() ==
+        std::vector<std::string>{"step_7", "step_8"});
 }

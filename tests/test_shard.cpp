@@ -671,12 +671,12 @@ TEST_CASE("jobs of a multi-host run take their hosts from the coordinator", "[sh
       job.mine[i] = static_cast<float>(s.offset[0] * 8 + static_cast<std::int64_t>(i));
     auto saved = job.save_sharded_tree_and_metadata_blocking("step_5", l, {{"step", 5}});
     if (!saved) return "save: " + saved.error().what();
-    auto reg = job.register_latest("step_5");
+    auto reg = job.register_latest_blocking("step_5");
     if (!reg) return "register: " + reg.error().what();
     // LATEST is durable on every host once register_latest returned.
-    auto latest = shard_job::latest(job.spec());
+    auto latest = shard_job::latest_blocking(job.spec());
     if (!latest || !latest.value() || *latest.value() != "step_5") return std::string("LATEST");
-    if (shard_job::checkpoints(job.spec()).value() != std::vector<std::string>{"step_5"}) {
+    if (shard_job::checkpoints_blocking(job.spec()).value() != std::vector<std::string>{"step_5"}) {
       return std::string("checkpoints");
     }
     if (job.get_metadata_blocking("step_5").value().at("step") != 5) return std::string("meta");

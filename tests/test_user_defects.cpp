@@ -1,5 +1,6 @@
 // What a new user hit (issue 16): each case failed before its fix.
 #include "format/index.hpp"
+#include "run_coro.hpp"
 #include "support.hpp"
 
 #include <ckpt/load.hpp>
@@ -241,4 +242,22 @@ TEST_CASE("a read-only template leaf gets a fresh array, or an error with in_pla
   REQUIRE_FALSE(e);
   CHECK(e.error() == errc::invalid_argument);
   CHECK_THAT(e.error().message(), Catch::Contains("template leaf \"w\" is read-only"));
+}
+
+// An awaitable starts when it is awaited: one made from a temporary tree and awaited later must
+// not read a destroyed tree (save() and the job's save/load took `const tree&` and did).
+TEST_CASE("an awaitable save made from a temporary tree is awaited later safely", "[save]") {
+  ckpt::test::temp_dir dir;
+  std::vector<float> w(300000, 2.5f);
+  auto make = [&] {
+    return tree::dict({{"w", array::borrow(std::span<const float>(w), {300000}).value()}});
+  };
+  const fs::path path = fs::path(dir.path()) / "ck";
+  auto saved = ckpt::test::run([&]() -> boost::asio::awaitable<ckpt::result<ckpt::save_stats>> {
+    auto op = ckpt::save(path, make(), {{"step", 1}});  // the tree dies here
+    co_return co_await std::move(op);
+  }());
+  REQUIRE(saved);
+  auto back = ckpt::load_blocking(path).value();
+  CHECK(back.tree.find("w")->leaf().as<float>()[299999] == 2.5f);
 }

@@ -26,10 +26,11 @@
 // same outcome.
 //
 // Threads: a job object is not thread-safe; use it from one thread (or one strand) at a time.
-// Functions that touch the store synchronously (register_latest, latest, checkpoints, the
-// `_blocking` forms) block the calling thread on small metadata IO run by a runtime's engine
-// (the job's `save_defaults().runtime`, or the `rt` argument; null: `ckpt::runtime::global()`):
-// never call them from one of that runtime's own threads.
+// The lifecycle methods are awaitables (save, restore, register_latest, latest, checkpoints, ...),
+// each with a `_blocking` form. Functions that touch the store synchronously (the `_blocking`
+// forms, mark_done, cleanup_stale) block the calling thread on small metadata IO run by a runtime's
+// engine (the job's `save_defaults().runtime`, or the `rt` argument; null:
+// `ckpt::runtime::global()`): never call them from one of that runtime's own threads.
 #pragma once
 
 #include <ckpt/coordinator.hpp>
@@ -344,10 +345,12 @@ class checkpointed_job : public basic_job<C> {
   /// Loads the checkpoint at `checkpoints_dir / rel_path` (any job's) into the shape of
   /// `template_tree`. @param partial restore only the template's leaves that the checkpoint
   /// holds with the same dtype and shape, skipping the rest silently (load_options::partial).
-  /// Leaves of the template with writable memory are filled in place; the template must stay
-  /// alive until the await completes. Resumes on the awaiting coroutine's executor.
+  /// Leaves of the template with writable memory are filled in place: that memory must stay
+  /// alive until the await completes. The template itself is taken by value (copying a tree
+  /// copies views, never bytes), so a temporary one (`get_tree_and_metadata(s, state())`) is
+  /// safe. Resumes on the awaiting coroutine's executor.
   boost::asio::awaitable<result<tree_and_metadata>> get_tree_and_metadata_from_path(
-      std::filesystem::path rel_path, const tree& template_tree, bool partial = false) const {
+      std::filesystem::path rel_path, tree template_tree, bool partial = false) const {
     auto path = this->spec_.resolve(rel_path);
     if (!path) co_return fail(std::move(path).error());
     auto options = load_defaults_;
@@ -361,10 +364,10 @@ class checkpointed_job : public basic_job<C> {
   }
   /// The same for this job's own checkpoint `suffix`.
   boost::asio::awaitable<result<tree_and_metadata>> get_tree_and_metadata(
-      std::filesystem::path suffix, const tree& template_tree, bool partial = false) const {
+      std::filesystem::path suffix, tree template_tree, bool partial = false) const {
     auto rel = this->spec_.rel_path(suffix);
     if (!rel) co_return fail(std::move(rel).error());
-    auto op = get_tree_and_metadata_from_path(rel.value(), template_tree, partial);
+    auto op = get_tree_and_metadata_from_path(rel.value(), std::move(template_tree), partial);
     co_return co_await std::move(op);
   }
   /// Blocking forms.
@@ -425,21 +428,22 @@ class checkpointed_job : public basic_job<C> {
     return start_save_tree_and_metadata_from_path(std::move(rel), t, std::move(metadata));
   }
   /// Saves and waits until committed (durable and visible); returns the save's timings. Like
-  /// ckpt::save, it writes from the leaves' memory: `t` must not change until it completes.
+  /// ckpt::save, it writes from the leaves' memory: their bytes must not change until it
+  /// completes (`t` itself is taken by value, so a temporary tree is safe).
   boost::asio::awaitable<result<save_stats>> save_tree_and_metadata_from_path(
-      std::filesystem::path rel_path, const tree& t, boost::json::object metadata) {
+      std::filesystem::path rel_path, tree t, boost::json::object metadata) {
     auto target = save_target(rel_path);
     if (!target) co_return fail(std::move(target).error());
-    auto op = ckpt::save(std::move(target.value().first), t, std::move(metadata),
+    auto op = ckpt::save(std::move(target.value().first), std::move(t), std::move(metadata),
                          std::move(target.value().second));
     co_return co_await std::move(op);
   }
   boost::asio::awaitable<result<save_stats>> save_tree_and_metadata(std::filesystem::path suffix,
-                                                                    const tree& t,
+                                                                    tree t,
                                                                     boost::json::object metadata) {
     auto rel = this->spec_.rel_path(suffix);
     if (!rel) co_return fail(std::move(rel).error());
-    auto op = save_tree_and_metadata_from_path(rel.value(), t, std::move(metadata));
+    auto op = save_tree_and_metadata_from_path(rel.value(), std::move(t), std::move(metadata));
     co_return co_await std::move(op);
   }
   /// Blocking forms (do not call from the runtime's threads).
@@ -584,32 +588,45 @@ class restoreable_job : public checkpointed_job<C> {
   }
 
   /// Registers this job's committed checkpoint `suffix` as its latest (store::write_latest:
-  /// refuses an uncommitted or missing one; atomic, durable). Then, when retention is set,
-  /// starts a retention pass on a background thread (after waiting for the previous one), so
-  /// that deleting old checkpoints never delays the training loop or the next save. Blocking
-  /// (a few fsyncs).
+  /// refuses an uncommitted or missing one; atomic, durable: a few fsyncs on the runtime's
+  /// engine). Then, when retention is set, starts a retention pass on a background thread (after
+  /// waiting for the previous one), so that deleting old checkpoints never delays the training
+  /// loop or the next save.
   ///
   /// With a coordinator: collective; host 0 alone writes LATEST and runs retention, and every
   /// host returns once LATEST is durable (or with host 0's error).
-  result<void> register_latest(const std::filesystem::path& suffix) {
+  boost::asio::awaitable<result<void>> register_latest(std::filesystem::path suffix) {
     result<void> r = success();
-    if (this->is_primary_host()) r = write_latest_and_retire(suffix);
-    return this->agree_if_coordinated(std::move(r));
+    if (this->is_primary_host()) {
+      auto dir = this->spec_.job_dir();
+      if (dir) {
+        auto op = store::async_write_latest(dir.value(), suffix, this->save_defaults().runtime);
+        r = co_await std::move(op);
+        if (r) start_retention(dir.value());
+      } else {
+        r = fail(std::move(dir).error());
+      }
+    }
+    co_return this->agree_if_coordinated(std::move(r));
+  }
+  /// Blocking form of register_latest (on a private io_context in the calling thread).
+  result<void> register_latest_blocking(std::filesystem::path suffix) {
+    return detail::run_on_private_context(register_latest(std::move(suffix)));
   }
 
   /// The one call that checkpoints a training loop's state: saves `t` and `metadata` as this
   /// job's checkpoint `suffix`, waits for the commit, registers it as LATEST and starts
   /// retention (register_latest). To keep training while it is written instead: h =
   /// start_save_tree_and_metadata(suffix, t, metadata), co_await h.staged(), train on, then
-  /// co_await commit_and_register(h, suffix). `t` must stay alive and unchanged until the await
-  /// completes (the save writes from its leaves' memory).
-  boost::asio::awaitable<result<save_stats>> save_and_register(std::filesystem::path suffix,
-                                                               const tree& t,
+  /// co_await commit_and_register(h, suffix). The leaves' bytes must not change until the await
+  /// completes (the save writes from their memory); `t` itself is taken by value.
+  boost::asio::awaitable<result<save_stats>> save_and_register(std::filesystem::path suffix, tree t,
                                                                boost::json::object metadata = {}) {
-    auto op = this->save_tree_and_metadata(suffix, t, std::move(metadata));
+    auto op = this->save_tree_and_metadata(suffix, std::move(t), std::move(metadata));
     auto s = co_await std::move(op);
     if (!s) co_return fail(std::move(s).error());
-    auto r = register_latest(suffix);
+    auto registration = register_latest(std::move(suffix));
+    auto r = co_await std::move(registration);
     if (!r) co_return fail(std::move(r).error());
     co_return std::move(s).value();
   }
@@ -618,7 +635,8 @@ class restoreable_job : public checkpointed_job<C> {
                                                                  std::filesystem::path suffix) {
     auto c = co_await h.committed();
     if (!c) co_return fail(std::move(c).error());
-    auto r = register_latest(suffix);
+    auto registration = register_latest(std::move(suffix));
+    auto r = co_await std::move(registration);
     if (!r) co_return fail(std::move(r).error());
     co_return h.stats();
   }
@@ -651,17 +669,33 @@ class restoreable_job : public checkpointed_job<C> {
   }
 
   /// The suffix LATEST names for `spec`'s job, or none when it has no LATEST. A LATEST naming a
-  /// missing or uncommitted checkpoint is an error (see store::read_latest). Blocking (on
-  /// `rt`'s engine; null: runtime::global()).
-  static result<std::optional<std::string>> latest(const execution_spec& spec,
-                                                   const std::shared_ptr<ckpt::runtime>& rt = {}) {
+  /// missing or uncommitted checkpoint is an error (see store::read_latest). The reads run on
+  /// `rt`'s engine (null: runtime::global()).
+  static boost::asio::awaitable<result<std::optional<std::string>>> latest(
+      execution_spec spec, std::shared_ptr<ckpt::runtime> rt = {}) {
+    auto dir = spec.job_dir();
+    if (!dir) co_return fail(std::move(dir).error());
+    auto op = store::async_read_latest(dir.value(), std::move(rt));
+    co_return co_await std::move(op);
+  }
+  /// Blocking form of latest.
+  static result<std::optional<std::string>> latest_blocking(
+      const execution_spec& spec, const std::shared_ptr<ckpt::runtime>& rt = {}) {
     CKPT_TRY(auto dir, spec.job_dir());
     return store::read_latest(dir, rt);
   }
 
   /// The committed checkpoints of `spec`'s job in natural order (`step_9` before `step_10`);
-  /// temporary, trash and uncommitted directories are never listed. Blocking (as latest()).
-  static result<std::vector<std::string>> checkpoints(
+  /// temporary, trash and uncommitted directories are never listed. Runs as latest().
+  static boost::asio::awaitable<result<std::vector<std::string>>> checkpoints(
+      execution_spec spec, std::shared_ptr<ckpt::runtime> rt = {}) {
+    auto dir = spec.job_dir();
+    if (!dir) co_return fail(std::move(dir).error());
+    auto op = store::async_list_committed(dir.value(), std::move(rt));
+    co_return co_await std::move(op);
+  }
+  /// Blocking form of checkpoints.
+  static result<std::vector<std::string>> checkpoints_blocking(
       const execution_spec& spec, const std::shared_ptr<ckpt::runtime>& rt = {}) {
     CKPT_TRY(auto dir, spec.job_dir());
     return store::list_committed(dir, rt);
@@ -739,20 +773,18 @@ class restoreable_job : public checkpointed_job<C> {
   }
 
  private:
-  result<void> write_latest_and_retire(const std::filesystem::path& suffix) {
-    CKPT_TRY(auto dir, this->spec_.job_dir());
-    const auto& rt = this->save_defaults().runtime;
-    CKPT_TRY(store::write_latest(dir, suffix, rt));
-    if (retention_.keep_last > 0 || retention_.keep_every > 0) {
-      if (retention_task_.valid()) {
-        auto previous = retention_task_.get();  // an error is kept for wait_retention()
-        if (!previous && !retention_error_) retention_error_ = previous.error();
-      }
-      retention_task_ = std::async(std::launch::async, [dir, opts = retention_, rt] {
-        return store::apply_retention(dir, opts, rt);
-      });
+  /// Starts a retention pass over `dir` on a background thread when retention is set (after
+  /// collecting the previous pass: its error is kept for wait_retention()).
+  void start_retention(const std::filesystem::path& dir) {
+    if (retention_.keep_last == 0 && retention_.keep_every == 0) return;
+    if (retention_task_.valid()) {
+      auto previous = retention_task_.get();
+      if (!previous && !retention_error_) retention_error_ = previous.error();
     }
-    return success();
+    retention_task_ = std::async(std::launch::async,
+                                 [dir, opts = retention_, rt = this->save_defaults().runtime] {
+                                   return store::apply_retention(dir, opts, rt);
+                                 });
   }
 
   store::retention_options retention_;

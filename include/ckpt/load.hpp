@@ -60,7 +60,8 @@ struct loaded_checkpoint {
   std::optional<boost::json::object> job;
 };
 
-/// Loads `path`. `template_tree` null: the whole tree as saved.
+/// Loads `path`. `template_tree` null: the whole tree as saved; else `*template_tree` must stay
+/// alive until the load completes (the awaitable starts when awaited).
 boost::asio::awaitable<result<loaded_checkpoint>> load(std::filesystem::path path,
                                                        const tree* template_tree = nullptr,
                                                        load_options options = {});

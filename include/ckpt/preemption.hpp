@@ -10,7 +10,7 @@
 //     ...train...
 //     if (guard.requested()) {
 //       auto r = guard.finish_or_abandon(pending, std::chrono::seconds(20));
-//       if (r) job.register_latest(suffix);        // committed in time: it is the new LATEST
+//       if (r) job.register_latest_blocking(suffix);  // committed in time: the new LATEST
 //       return 0;                                  // else: cancelled, the previous LATEST stands
 //     }
 //   }

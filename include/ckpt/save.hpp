@@ -135,8 +135,10 @@ save_handle start_save(std::filesystem::path path, const tree& t, boost::json::o
 /// Saves and waits for commit. Nothing is copied up front: raw page-aligned chunks are written
 /// straight from the leaves' memory (the rest through a bounded staging window), so every leaf
 /// of `t` must stay valid and unchanged until this completes. To change the leaves while the
-/// checkpoint is written, use start_save and await `staged`.
-boost::asio::awaitable<result<save_stats>> save(std::filesystem::path path, const tree& t,
+/// checkpoint is written, use start_save and await `staged`. `t` is taken by value (its
+/// structure, not the leaves' bytes), so a temporary tree may be passed to an awaitable that is
+/// awaited later.
+boost::asio::awaitable<result<save_stats>> save(std::filesystem::path path, tree t,
                                                 boost::json::object metadata,
                                                 save_options options = {});
 /// Blocking form of save().

@@ -10,14 +10,18 @@
 //    `DONE.tmp`. Names starting with '.' are never checkpoints.
 //
 // Every function here is synchronous (small metadata IO: a few reads, fsyncs and renames) and
-// thread-safe in the sense that it keeps no state; the protocol assumes one writer per job
+// thread-safe in the sense that it keeps no state, except the `async_` forms of listing and
+// LATEST, which do the same work as awaitables; the protocol assumes one writer per job
 // directory. Functions that do IO take the runtime whose engine does it (`rt`; null means
-// `ckpt::runtime::global()`): they block the calling thread on it, so never call them from one
-// of that runtime's own threads. Every write goes through the engine (and so through a
-// fault-injecting or recording backend the runtime was created over).
+// `ckpt::runtime::global()`): the synchronous ones block the calling thread on it, so never call
+// them from one of that runtime's own threads (the `async_` forms may be awaited from any
+// executor). Every write goes through the engine (and so through a fault-injecting or recording
+// backend the runtime was created over).
 #pragma once
 
 #include <ckpt/error.hpp>
+
+#include <boost/asio/awaitable.hpp>
 
 #include <cstdint>
 #include <filesystem>
@@ -76,6 +80,16 @@ result<void> write_latest(const std::filesystem::path& job_dir, const std::files
 /// checkpoint.
 result<std::optional<std::string>> read_latest(const std::filesystem::path& job_dir,
                                                const std::shared_ptr<runtime>& rt = {});
+
+/// Awaitable forms of list_committed, write_latest and read_latest: the same work on `rt`'s
+/// engine, resuming the caller on its own executor.
+boost::asio::awaitable<result<std::vector<std::string>>> async_list_committed(
+    std::filesystem::path job_dir, std::shared_ptr<runtime> rt = {});
+boost::asio::awaitable<result<void>> async_write_latest(std::filesystem::path job_dir,
+                                                        std::filesystem::path suffix,
+                                                        std::shared_ptr<runtime> rt = {});
+boost::asio::awaitable<result<std::optional<std::string>>> async_read_latest(
+    std::filesystem::path job_dir, std::shared_ptr<runtime> rt = {});
 
 /// What retention keeps. With both fields 0 nothing is deleted.
 struct retention_options {

@@ -3,6 +3,8 @@
 
 #include "checkpoint/durable.hpp"
 #include "checkpoint/files.hpp"
+#include "io/async.hpp"
+#include "pipeline/load_ranges.hpp"
 #include "pipeline/runtime_impl.hpp"
 
 #include <fcntl.h>
@@ -66,22 +68,90 @@ std::optional<std::string> transient_owner(std::string_view entry, std::string_v
   return std::string(pid);
 }
 
-result<void> check_is_committed(const fs::path& job_dir, const fs::path& suffix,
-                                const std::shared_ptr<runtime>& rt) {
+// `job_dir / suffix` exists and is a committed checkpoint (errc::not_found, not_committed).
+asio::awaitable<result<void>> check_is_committed(io::engine& io, fs::path job_dir,
+                                                 fs::path suffix) {
   const fs::path dir = job_dir / suffix;
   std::error_code ec;
   if (!fs::exists(dir, ec)) {
     if (ec && ec != std::errc::no_such_file_or_directory) {
-      return fail(error(ec, "stat " + dir.string()));
+      co_return fail(error(ec, "stat " + dir.string()));
     }
-    return fail(errc::not_found, "checkpoint " + dir.string() + " does not exist");
+    co_return fail(errc::not_found, "checkpoint " + dir.string() + " does not exist");
   }
-  CKPT_TRY(bool committed, ckpt::is_committed(dir, rt));
+  CKPT_CO_TRY(bool committed, co_await detail::committed(io, dir));
   if (!committed) {
-    return fail(errc::not_committed,
-                dir.string() + " is not a committed checkpoint (no valid commit marker)");
+    co_return fail(errc::not_committed,
+                   dir.string() + " is not a committed checkpoint (no valid commit marker)");
   }
-  return success();
+  co_return success();
+}
+
+// The bodies of list_committed, write_latest and read_latest: coroutines on the engine's
+// threads, run there by the blocking forms and awaited through run_on by the async_ forms.
+
+asio::awaitable<result<std::vector<std::string>>> list_on(io::engine& io, fs::path job_dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  fs::directory_iterator it(job_dir, ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) co_return out;
+    co_return fail(error(ec, "list " + job_dir.string()));
+  }
+  for (const auto& entry : it) {
+    std::string name = entry.path().filename().string();
+    if (name.empty() || name[0] == '.') continue;  // temporary, trash, hidden: never listed
+    std::error_code dec;
+    if (!entry.is_directory(dec)) continue;
+    auto committed = co_await detail::committed(io, entry.path());
+    if (!committed)
+      co_return fail(std::move(committed).error().with_context("list " + job_dir.string()));
+    if (committed.value()) out.push_back(std::move(name));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const std::string& x, const std::string& y) { return natural_less(x, y); });
+  co_return out;
+}
+
+asio::awaitable<result<void>> write_latest_on(io::engine& io, fs::path job_dir, fs::path suffix) {
+  const std::string context = "register " + suffix.string() + " as latest in " + job_dir.string();
+  auto relative = check_relative(suffix, "checkpoint suffix");
+  if (!relative) co_return fail(std::move(relative).error().with_context(context));
+  auto committed = co_await check_is_committed(io, job_dir, suffix);
+  if (!committed) co_return fail(std::move(committed).error().with_context(context));
+  auto written = co_await checkpoint::replace_file(io, job_dir, std::string(latest_file_name),
+                                                   suffix.generic_string() + "\n");
+  if (!written) co_return fail(std::move(written).error().with_context(context));
+  co_return success();
+}
+
+asio::awaitable<result<std::optional<std::string>>> read_latest_on(io::engine& io,
+                                                                   fs::path job_dir) {
+  const fs::path file = job_dir / std::string(latest_file_name);
+  auto text = co_await checkpoint::read_small_file(io, AT_FDCWD, file.string(), 4096);
+  if (!text) {
+    if (text.error() == errc::not_found) co_return std::optional<std::string>();
+    co_return fail(std::move(text).error());
+  }
+  std::string s = std::move(text).value();
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
+    s.pop_back();
+  const std::string context = "LATEST in " + job_dir.string();
+  if (s.empty()) co_return fail(errc::corrupt, context + " is empty");
+  auto relative = check_relative(fs::path(s), "checkpoint suffix");
+  if (!relative) co_return fail(std::move(relative).error().with_context(context));
+  auto committed = co_await check_is_committed(io, job_dir, s);
+  if (!committed) {
+    co_return fail(std::move(committed).error().with_context(context + " names \"" + s + "\""));
+  }
+  co_return std::optional<std::string>(std::move(s));
+}
+
+// Awaits `op` (one of the bodies above, given the engine) on `rt`'s engine from any executor.
+template <class Op>
+auto awaited(std::shared_ptr<runtime> rt, Op op) -> decltype(op(std::declval<io::engine&>())) {
+  rt = runtime_or_global(rt);
+  co_return co_await detail::run_on(rt->executor(), op(rt->io()));
 }
 
 }  // namespace
@@ -159,59 +229,39 @@ bool natural_less(std::string_view a, std::string_view b) noexcept {
 
 result<std::vector<std::string>> list_committed(const fs::path& job_dir,
                                                 const std::shared_ptr<runtime>& rt) {
-  std::vector<std::string> out;
-  std::error_code ec;
-  fs::directory_iterator it(job_dir, ec);
-  if (ec) {
-    if (ec == std::errc::no_such_file_or_directory) return out;
-    return fail(error(ec, "list " + job_dir.string()));
-  }
-  for (const auto& entry : it) {
-    const std::string name = entry.path().filename().string();
-    if (name.empty() || name[0] == '.') continue;  // temporary, trash, hidden: never listed
-    std::error_code dec;
-    if (!entry.is_directory(dec)) continue;
-    CKPT_TRY_CTX(bool committed, ckpt::is_committed(entry.path(), rt), "list " + job_dir.string());
-    if (committed) out.push_back(name);
-  }
-  std::sort(out.begin(), out.end(),
-            [](const std::string& x, const std::string& y) { return natural_less(x, y); });
-  return out;
+  return blocking(rt, [&](io::engine& io) { return list_on(io, job_dir); });
 }
 
 result<void> write_latest(const fs::path& job_dir, const fs::path& suffix,
                           const std::shared_ptr<runtime>& rt) {
-  const std::string context = "register " + suffix.string() + " as latest in " + job_dir.string();
-  CKPT_TRYV_CTX(check_relative(suffix, "checkpoint suffix"), context);
-  CKPT_TRYV_CTX(check_is_committed(job_dir, suffix, rt), context);
-  CKPT_TRYV_CTX(blocking(rt,
-                         [&](io::engine& io) {
-                           return checkpoint::replace_file(io, job_dir,
-                                                           std::string(latest_file_name),
-                                                           suffix.generic_string() + "\n");
-                         }),
-                context);
-  return success();
+  return blocking(rt, [&](io::engine& io) { return write_latest_on(io, job_dir, suffix); });
 }
 
 result<std::optional<std::string>> read_latest(const fs::path& job_dir,
                                                const std::shared_ptr<runtime>& rt) {
-  const fs::path file = job_dir / std::string(latest_file_name);
-  auto text = checkpoint::read_small_file_blocking(file, 4096, rt);
-  if (!text) {
-    if (text.error() == errc::not_found) {
-      return std::optional<std::string>();
-    }
-    return fail(std::move(text).error());
-  }
-  std::string s = std::move(text).value();
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' '))
-    s.pop_back();
-  const std::string context = "LATEST in " + job_dir.string();
-  if (s.empty()) return fail(errc::corrupt, context + " is empty");
-  CKPT_TRYV_CTX(check_relative(fs::path(s), "checkpoint suffix"), context);
-  CKPT_TRYV_CTX(check_is_committed(job_dir, s, rt), context + " names \"" + s + "\"");
-  return std::optional<std::string>(std::move(s));
+  return blocking(rt, [&](io::engine& io) { return read_latest_on(io, job_dir); });
+}
+
+asio::awaitable<result<std::vector<std::string>>> async_list_committed(
+    std::filesystem::path job_dir, std::shared_ptr<runtime> rt) {
+  return awaited(std::move(rt),
+                 [job_dir = std::move(job_dir)](io::engine& io) { return list_on(io, job_dir); });
+}
+
+asio::awaitable<result<void>> async_write_latest(std::filesystem::path job_dir,
+                                                 std::filesystem::path suffix,
+                                                 std::shared_ptr<runtime> rt) {
+  return awaited(std::move(rt),
+                 [job_dir = std::move(job_dir), suffix = std::move(suffix)](io::engine& io) {
+                   return write_latest_on(io, job_dir, suffix);
+                 });
+}
+
+asio::awaitable<result<std::optional<std::string>>> async_read_latest(std::filesystem::path job_dir,
+                                                                      std::shared_ptr<runtime> rt) {
+  return awaited(std::move(rt), [job_dir = std::move(job_dir)](io::engine& io) {
+    return read_latest_on(io, job_dir);
+  });
 }
 
 result<retention_report> apply_retention(const fs::path& job_dir, const retention_options& options,

@@ -664,17 +664,21 @@ result<boost::json::object> load_job_blocking(std::filesystem::path path,
   return std::move(*cf->job);
 }
 
-result<bool> is_committed(std::filesystem::path path, std::shared_ptr<runtime> rt) {
-  // (open_meta accepts sharded checkpoints too: their COMMIT and sharded index are checked.)
-  rt = runtime_or_global(rt);
-  auto cf = detail::run_blocking(rt->executor(), open_meta(rt, std::move(path), true));
-  if (cf) return true;
+asio::awaitable<result<bool>> detail::committed(io::engine& io, std::filesystem::path path) {
+  // (Sharded checkpoints count too: their COMMIT and sharded index are checked.)
+  auto cf = co_await open_checkpoint(io, path, true, true, false);
+  if (cf) co_return true;
   if (cf.error() == errc::not_found || cf.error() == errc::not_committed ||
       cf.error() == errc::corrupt || cf.error() == errc::unsupported_version ||
       cf.error() == std::errc::not_a_directory) {
-    return false;
+    co_return false;
   }
-  return fail(cf.error());
+  co_return fail(cf.error());
+}
+
+result<bool> is_committed(std::filesystem::path path, std::shared_ptr<runtime> rt) {
+  rt = runtime_or_global(rt);
+  return detail::run_blocking(rt->executor(), detail::committed(rt->io(), std::move(path)));
 }
 
 }  // namespace ckpt

@@ -1,10 +1,12 @@
 // Ranged reads of leaves of one checkpoint (internal): only the chunks overlapping a byte range
 // of a leaf are read, checksummed and decoded, and handed to a sink. The sharded loader builds
 // on it (shard/load.cpp); load.cpp implements it with the load pipeline's validation and reader.
+// Also is_committed's check as a coroutine, for the store's awaitable functions.
 #pragma once
 
 #include <ckpt/array.hpp>
 #include <ckpt/error.hpp>
+#include <ckpt/io.hpp>
 #include <ckpt/load.hpp>
 #include <ckpt/runtime.hpp>
 
@@ -55,5 +57,8 @@ boost::asio::awaitable<result<std::shared_ptr<ranged_checkpoint>>> open_for_rang
 boost::asio::awaitable<result<void>> read_ranges(std::shared_ptr<runtime> rt,
                                                  std::shared_ptr<ranged_checkpoint> ck,
                                                  load_options options);
+
+/// ckpt::is_committed(path) as a coroutine on `io`'s engine (awaited from one of its threads).
+boost::asio::awaitable<result<bool>> committed(io::engine& io, std::filesystem::path path);
 
 }  // namespace ckpt::detail

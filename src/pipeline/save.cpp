@@ -928,7 +928,7 @@ asio::awaitable<void> run_owned(std::shared_ptr<save_handle::state> s) {
 }  // namespace
 
 namespace {
-save_handle start(std::filesystem::path path, const tree& t, boost::json::object metadata,
+save_handle start(std::filesystem::path path, tree t, boost::json::object metadata,
                   save_options options, bool staged_first) {
   auto s = std::make_shared<save_handle::state>();
   auto refuse = [&](error e) {
@@ -950,7 +950,7 @@ save_handle start(std::filesystem::path path, const tree& t, boost::json::object
   s->parent = s->path.parent_path();
   s->name = s->path.filename().string();
   s->leaves = t.flatten();
-  s->structure = t;
+  s->structure = std::move(t);
   s->metadata = std::move(metadata);
   s->options = std::move(options);
   bool capture = false;
@@ -1009,9 +1009,9 @@ const std::filesystem::path& save_handle::path() const noexcept {
   return state_->path;
 }
 
-asio::awaitable<result<save_stats>> save(std::filesystem::path path, const tree& t,
+asio::awaitable<result<save_stats>> save(std::filesystem::path path, tree t,
                                          boost::json::object metadata, save_options options) {
-  auto h = start(std::move(path), t, std::move(metadata), std::move(options), false);
+  auto h = start(std::move(path), std::move(t), std::move(metadata), std::move(options), false);
   CKPT_CO_TRY(co_await h.committed());
   co_return h.stats();
 }
