@@ -363,6 +363,24 @@ TEST_CASE("a bad plan fails on every rank and writes nothing", "[shard][save]") 
          return l;
        },
        ckpt::errc::invalid_argument, "rank 0: leaf \"w\": slice [0:2] has no bytes"},
+      {"path not UTF-8",
+       [&](int r) {
+         auto l = leaf(r, {6}, ckpt::row_slice({6}, r, 3));
+         l[0].path = "w\xff";
+         return l;
+       },
+       ckpt::errc::invalid_argument, "the path is not valid UTF-8"},
+      {"rank 33",
+       [&](int r) {
+         ckpt::shape g(33, 1);
+         g[0] = 3;
+         ckpt::slice s{ckpt::shape(33, 0), ckpt::shape(33, 1)};
+         s.offset[0] = r;
+         return leaf(r, g, s);
+       },
+       ckpt::errc::limit_exceeded,
+       "a reader would refuse this save's sharded-index.json: sharded-index.json: leaves[0].shape: "
+       "more than 32 dimensions"},
   };
   for (const auto& c : cases) {
     INFO(c.name);

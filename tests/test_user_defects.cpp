@@ -5,6 +5,7 @@
 
 #include <ckpt/load.hpp>
 #include <ckpt/save.hpp>
+#include <ckpt/shard.hpp>
 #include <ckpt/verify.hpp>
 
 #include <catch2/catch.hpp>
@@ -260,4 +261,41 @@ TEST_CASE("an awaitable save made from a temporary tree is awaited later safely"
   REQUIRE(saved);
   auto back = ckpt::load_blocking(path).value();
   CHECK(back.tree.find("w")->leaf().as<float>()[299999] == 2.5f);
+}
+
+// The writer checks every small file against the reader's cap (checkpoint::small_file_cap) in
+// the commit that ordinary and sharded saves share, before anything is visible.
+TEST_CASE("a metadata.json over the reader's 1 GiB cap is refused, nothing committed",
+          "[save][limits]") {
+#if defined(__SANITIZE_THREAD__)
+  WARN("SKIPPED: needs 3 GiB of memory, too much under TSan's shadow memory");
+  return;
+#endif
+  ckpt::test::temp_dir dir;
+  const fs::path parent = fs::path(dir.path()) / "job";
+  auto big_metadata = [] {
+    boost::json::object meta;
+    meta["blob"] = std::string(std::size_t(1) << 30, 'x');  // + {"blob":""} > the cap
+    return meta;
+  };
+  auto refused = [&](const ckpt::error& e) {
+    CHECK(e == errc::limit_exceeded);
+    CHECK_THAT(e.message(), Catch::Contains("metadata.json would be 1073741835 bytes, more than "
+                                            "a reader's cap of 1073741824"));
+    require_nothing_written(parent);
+  };
+  SECTION("an ordinary save") {
+    auto r = ckpt::save_blocking(parent / "step_1", tree(array::zeros(dtype::f32, {4}).value()),
+                                 big_metadata());
+    REQUIRE_FALSE(r);
+    refused(r.error());
+  }
+  SECTION("a sharded save (it had no check)") {
+    ckpt::sharded_leaf leaf{
+        "w", dtype::f32, {4}, {{ckpt::slice{{0}, {4}}, array::zeros(dtype::f32, {4}).value()}}};
+    auto r = ckpt::save_sharded_blocking(ckpt::make_local_group(1)[0], parent / "step_1", {leaf},
+                                         big_metadata());
+    REQUIRE_FALSE(r);
+    refused(r.error());
+  }
 }

@@ -1,5 +1,7 @@
 #include "checkpoint/durable.hpp"
 
+#include "checkpoint/files.hpp"
+
 #include "io/async.hpp"
 #include "testing/testing.hpp"
 
@@ -203,6 +205,15 @@ asio::awaitable<result<void>> sync_data_files(io::engine& io, std::vector<io::fi
   co_return closed;
 }
 
+// The files a commit writes after the data: the small files, then the marker.
+std::vector<const small_file*> small_files_of(const commit_request& rq) {
+  std::vector<const small_file*> out;
+  for (const auto& f : rq.files)
+    out.push_back(&f);
+  out.push_back(&rq.marker);
+  return out;
+}
+
 asio::awaitable<result<commit_timing>> commit_open(io::engine& io, commit_request rq) {
   auto ex = co_await asio::this_coro::executor;
   const std::string kp = rq.kill_prefix;
@@ -213,6 +224,15 @@ asio::awaitable<result<commit_timing>> commit_open(io::engine& io, commit_reques
     CKPT_CO_TRY(co_await std::move(op));
     timing.data_fsync_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  // The writer never commits what a reader refuses: every small file within the readers' caps.
+  for (const small_file* f : small_files_of(rq)) {
+    if (f->content.size() > small_file_cap(f->name)) {
+      co_return fail(errc::limit_exceeded, f->name + " would be " +
+                                               std::to_string(f->content.size()) +
+                                               " bytes, more than a reader's cap of " +
+                                               std::to_string(small_file_cap(f->name)));
+    }
   }
   // 2. Hard links to the base's data files (durable with the directory's fsync in 4.), then the
   //    small files, concurrently, each fsynced.

@@ -143,11 +143,12 @@ std::optional<boost::json::object> parse_object(sink& s, std::string_view file,
 asio::awaitable<void> read_metadata_and_job(io::engine& io, sink& s, std::uint64_t meta_bytes,
                                             std::uint64_t meta_xxh3, bool has_job,
                                             std::uint64_t job_bytes, std::uint64_t job_xxh3) {
-  auto meta =
-      co_await read_recorded(io, s, format::metadata_file, meta_bytes, meta_xxh3, max_small_file);
+  auto meta = co_await read_recorded(io, s, format::metadata_file, meta_bytes, meta_xxh3,
+                                     small_file_cap(format::metadata_file));
   if (meta) s.cf.metadata = parse_object(s, format::metadata_file, *meta);
   if (!has_job || s.done()) co_return;
-  auto job = co_await read_recorded(io, s, format::job_file, job_bytes, job_xxh3, max_small_file);
+  auto job = co_await read_recorded(io, s, format::job_file, job_bytes, job_xxh3,
+                                    small_file_cap(format::job_file));
   if (job) s.cf.job = parse_object(s, format::job_file, *job);
 }
 
@@ -175,7 +176,7 @@ asio::awaitable<void> read_sharded(io::engine& io, sink& s, const std::string& c
   const std::string name(format::sharded_index_file);
   format::sharded_limits limits;
   auto text =
-      co_await read_recorded(io, s, name, c.index_bytes, c.index_xxh3, limits.max_index_bytes);
+      co_await read_recorded(io, s, name, c.index_bytes, c.index_xxh3, small_file_cap(name));
   if (!text) co_return;
   auto ix = format::parse_sharded_index(*text, limits);
   if (!ix) {
@@ -207,7 +208,7 @@ asio::awaitable<void> read_ordinary(io::engine& io, sink& s, const std::string& 
   const std::string name(format::index_file);
   format::parse_limits limits;
   auto text =
-      co_await read_recorded(io, s, name, c.index_bytes, c.index_xxh3, limits.max_index_bytes);
+      co_await read_recorded(io, s, name, c.index_bytes, c.index_xxh3, small_file_cap(name));
   if (!text) co_return;
   auto ix = format::parse_index(*text, limits);
   if (!ix) {
@@ -225,6 +226,13 @@ asio::awaitable<void> read_ordinary(io::engine& io, sink& s, const std::string& 
 }
 
 }  // namespace
+
+std::uint64_t small_file_cap(std::string_view name) noexcept {
+  if (name == format::commit_file) return max_commit_file;
+  if (name == format::index_file) return format::parse_limits{}.max_index_bytes;
+  if (name == format::sharded_index_file) return format::sharded_limits{}.max_index_bytes;
+  return max_small_file;
+}
 
 error checkpoint_files::first_problem() const {
   if (first_error) return *first_error;
@@ -246,7 +254,8 @@ asio::awaitable<result<checkpoint_files>> read_files(io::engine& io, std::filesy
   cf.dir = d.value();
   sink s{cf, opt.stop_at_first};
   const std::string commit_name(format::commit_file);
-  auto commit = co_await read_one(io, cf.dir.fd, commit_name, std::nullopt, max_commit_file);
+  auto commit =
+      co_await read_one(io, cf.dir.fd, commit_name, std::nullopt, small_file_cap(commit_name));
   if (auto* p = std::get_if<read_problem>(&commit)) {
     cf.has_commit_file = p->code != make_error_code(errc::not_found);
     // (An unreadable COMMIT is a system error; a missing, oversized or short one: not committed.)

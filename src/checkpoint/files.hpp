@@ -28,6 +28,12 @@ namespace ckpt::checkpoint {
 inline constexpr std::uint64_t max_commit_file = 1ull << 20;
 inline constexpr std::uint64_t max_small_file = 1ull << 30;
 
+/// The most bytes a reader accepts in the small file `name` of a checkpoint directory: COMMIT
+/// max_commit_file, index.json and sharded-index.json their parsers' max_index_bytes, any other
+/// (metadata.json, job.json) max_small_file. The readers here read with these caps, and
+/// commit() refuses, before anything is visible, a file over its cap: one set of caps for both.
+std::uint64_t small_file_cap(std::string_view name) noexcept;
+
 struct checkpoint_files {
   std::string where;               ///< the checkpoint's path, for messages
   io::file dir;                    ///< the directory, open when asked to keep it (else fd -1)

@@ -795,22 +795,6 @@ asio::awaitable<result<void>> save_handle::state::commit() {
     cm.job_bytes = job.size();
     cm.job_xxh3 = format::checksum(std::as_bytes(std::span(job)));
   }
-  // The small files within the reader's caps (checkpoint/files.hpp, format::parse_limits).
-  struct small_file {
-    std::string_view name;
-    std::uint64_t size, cap;
-  };
-  const small_file small[] = {
-      {format::metadata_file, meta.size(), checkpoint::max_small_file},
-      {format::job_file, job.size(), checkpoint::max_small_file},
-      {format::index_file, index_json.size(), format::parse_limits{}.max_index_bytes}};
-  for (const auto& f : small) {
-    if (f.size > f.cap) {
-      co_return fail(errc::limit_exceeded,
-                     std::string(f.name) + " would be " + std::to_string(f.size) +
-                         " bytes, more than a reader's cap of " + std::to_string(f.cap));
-    }
-  }
   for (const auto& f : ix.files)
     cm.stored_bytes += f.size;  // (every data file of the index, linked ones too)
   cm.logical_bytes = stats.logical_bytes;

@@ -2,6 +2,8 @@
 // and `agree`, which turns every rank's outcome into one verdict.
 #include "shard/outcome_wire.hpp"
 
+#include "format/index.hpp"
+
 #include <ckpt/coordinator.hpp>
 
 #include <boost/json/parse.hpp>
@@ -130,9 +132,15 @@ std::vector<std::shared_ptr<coordinator>> make_local_group(int n) {
 namespace detail {
 
 boost::json::object error_to_json(const error& e) {
+  // A message may quote untrusted bytes (a leaf path); the wire is JSON, so it must be UTF-8.
+  std::string message = e.message();
+  if (!format::is_valid_utf8(message)) {
+    for (char& c : message)
+      if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+  }
   return boost::json::object{{"category", e.code().category().name()},
                              {"value", e.code().value()},
-                             {"message", e.message()}};
+                             {"message", std::move(message)}};
 }
 
 error error_from_json(const boost::json::value& v, std::string_view prefix) {

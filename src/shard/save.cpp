@@ -270,6 +270,20 @@ std::string sharded_save_handle::state::make_plan(const std::vector<std::string>
                                      errc::invalid_argument);
     if (!c) return error_message(c.error());
   }
+  // The writer never commits what a reader refuses: the sharded index as it will be written
+  // (the ranks' commit markers stand in as empty until they exist) goes through the reader's
+  // parser and caps now, before any rank writes a byte.
+  for (int r = 0; r < n; ++r)
+    ix.ranks.push_back({format::rank_dir_name(static_cast<std::uint32_t>(r)), 0, 0});
+  auto readable = format::parse_sharded_index(format::encode_sharded_index(ix));
+  ix.ranks.clear();
+  if (!readable) {
+    const errc code =
+        readable.error() == errc::limit_exceeded ? errc::limit_exceeded : errc::invalid_argument;
+    return error_message(error(code, "a reader would refuse this save's " +
+                                         std::string(format::sharded_index_file) + ": " +
+                                         readable.error().message()));
+  }
   // The temporary directory every rank writes into.
   const bool overwrite = options.local.overwrite;
   struct stat st {};

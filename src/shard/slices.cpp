@@ -1,6 +1,8 @@
 // Slices of global arrays and the checks of a sharded leaf (ckpt/shard.hpp).
 #include "shard/common.hpp"
 
+#include "format/index.hpp"
+
 #include <chrono>
 #include <stdexcept>
 
@@ -74,6 +76,9 @@ format::box to_box(const slice& s) {
 result<void> check_leaf(const sharded_leaf& l, bool need_bytes) {
   const std::string what = "leaf \"" + l.path + "\"";
   if (l.path.empty()) return fail(errc::invalid_argument, "a sharded leaf has an empty path");
+  if (!format::is_valid_utf8(l.path)) {
+    return fail(errc::invalid_argument, what + ": the path is not valid UTF-8");
+  }
   CKPT_TRYV_CTX(split_path(l.path), what);
   CKPT_TRYV_CTX(byte_size(l.dtype, l.global_shape), what);
   if (l.replicated && (l.shards.size() != 1 || l.shards[0].where != whole(l.global_shape))) {
