@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -30,28 +31,30 @@ std::string run_capture(const std::string& cmd) {
 }  // namespace
 
 std::optional<double> fio_gibps(const std::string& dir, std::uint64_t bytes, bool write,
-                                std::string* why) {
+                                std::string* why, int numjobs) {
   if (!have_fio()) {
     if (why) *why = "fio not installed";
     return std::nullopt;
   }
-  std::string file = dir + "/ckpt-perf-fio.dat";
+  numjobs = std::max(1, numjobs);
+  // One file per job: ckpt-perf-fio.dat.<job> (fio's $jobnum).
+  const std::string files = "--directory=" + dir + " '--filename_format=ckpt-perf-fio.dat.$jobnum'";
+  const std::string jobs =
+      numjobs > 1 ? " --numjobs=" + std::to_string(numjobs) + " --group_reporting" : "";
   std::string size = std::to_string(bytes / (1 << 20)) + "M";
-  std::string cmd =
-      "fio --name=baseline --output-format=json --ioengine=io_uring --direct=1 "
-      "--bs=4M --iodepth=16 --size=" +
-      size + " --filename=" + file + (write ? " --rw=write --end_fsync=1" : " --rw=read") +
-      " 2>/dev/null";
+  const std::string common =
+      " --ioengine=io_uring --direct=1 --bs=4M --iodepth=16 --size=" + size + " " + files + jobs;
+  std::string cmd = "fio --name=baseline --output-format=json" + common +
+                    (write ? " --rw=write --end_fsync=1" : " --rw=read") + " 2>/dev/null";
   if (!write) {
-    // Lay the file out first (untimed), then drop the cache.
-    std::system(("fio --name=layout --ioengine=io_uring --direct=1 --bs=4M --iodepth=16 --size=" +
-                 size + " --filename=" + file + " --rw=write >/dev/null 2>&1")
-                    .c_str());
+    // Lay the files out first (untimed), then drop the cache.
+    std::system(("fio --name=layout" + common + " --rw=write >/dev/null 2>&1").c_str());
     drop_page_cache();
   }
   std::string out = run_capture(cmd);
   std::error_code ec;
-  std::filesystem::remove(file, ec);
+  for (int j = 0; j < numjobs; ++j)
+    std::filesystem::remove(dir + "/ckpt-perf-fio.dat." + std::to_string(j), ec);
   boost::json::error_code jec;
   auto pos = out.find('{');
   if (pos == std::string::npos) {
@@ -67,8 +70,10 @@ std::optional<double> fio_gibps(const std::string& dir, std::uint64_t bytes, boo
     const auto& job = v.at("jobs").as_array().at(0).as_object();
     const auto& side = job.at(write ? "write" : "read").as_object();
     double io_bytes = static_cast<double>(side.at("io_bytes").to_number<std::int64_t>());
-    // job_runtime (ms) includes the end_fsync; fall back to the side's runtime.
-    double ms = static_cast<double>(job.at("job_runtime").to_number<std::int64_t>());
+    // One job: job_runtime (ms) includes the end_fsync. A group: the side's runtime, the
+    // slowest job's (job_runtime sums the jobs').
+    double ms =
+        numjobs > 1 ? 0.0 : static_cast<double>(job.at("job_runtime").to_number<std::int64_t>());
     if (ms <= 0) ms = static_cast<double>(side.at("runtime").to_number<std::int64_t>());
     if (ms <= 0) return std::nullopt;
     return io_bytes / (ms / 1000.0) / (1024.0 * 1024.0 * 1024.0);
