@@ -153,14 +153,13 @@ inline std::vector<sharded_leaf> rank_leaves(const std::vector<global_leaf>& glo
   return out;
 }
 
-/// Rank `rank`'s load request (specs) in the load slicing.
+/// Rank `rank`'s load request (specs) in the load slicing, or in the save's (`layout::save`).
 inline std::vector<sharded_leaf> rank_requests(const std::vector<global_leaf>& globals, int rank,
-                                               int size) {
+                                               int size, layout l = layout::load) {
   std::vector<sharded_leaf> out;
   for (const auto& g : globals)
     out.push_back(
-        sharded_leaf::spec(g.path, g.dtype, g.shape, slices_for(g, rank, size, layout::load))
-            .value());
+        sharded_leaf::spec(g.path, g.dtype, g.shape, slices_for(g, rank, size, l)).value());
   return out;
 }
 

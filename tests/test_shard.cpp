@@ -240,6 +240,27 @@ TEST_CASE("save with 4 ranks, load with 1, 2, 3 and 4 in other slicings, bit-exa
       CHECK(got.value().metadata.at("step").as_int64() == 7);
     }
   }
+  // 4 ranks in the save's own slicing: every wanted slice is a saved one and is read into its
+  // memory as a load fills a template (no sink copy), here in 16 KiB chunks and, below, large
+  // ones read straight from the file.
+  for (int r = 0; r < 4; ++r) {
+    INFO("the save's slicing, rank " << r);
+    auto got = ckpt::load_sharded_blocking(
+        path, ckpt::test::rank_requests(globals, r, 4, ckpt::test::layout::save));
+    REQUIRE(got);
+    CHECK(ckpt::test::compare(globals, got.value().leaves) == "");
+  }
+  {
+    ckpt::test::temp_dir big_dir(root);
+    auto big = make_globals(12);
+    REQUIRE(save_globals(big_dir / "ck", 2, big)[0]);  // default (large) chunks
+    for (int r = 0; r < 2; ++r) {
+      auto got = ckpt::load_sharded_blocking(
+          big_dir / "ck", ckpt::test::rank_requests(big, r, 2, ckpt::test::layout::save));
+      REQUIRE(got);
+      CHECK(ckpt::test::compare(big, got.value().leaves) == "");
+    }
+  }
   // Loading in place: writable shards are filled, not replaced.
   {
     auto req = ckpt::test::rank_requests(globals, 1, 2);
@@ -527,6 +548,14 @@ TEST_CASE("sharded loads check the request and find damage", "[shard][load][corr
     REQUIRE_FALSE(all);
     CHECK(all.error() == ckpt::errc::corrupt);
     CHECK_THAT(all.error().message(), Catch::Contains("checksum mismatch"));
+    // Rank 0's own slice as it was saved (read into place, not through a sink): still verified.
+    auto r0 = ckpt::load_sharded_blocking(
+        path, {ckpt::sharded_leaf::spec("params/w", dtype::f32, {1001, 64},
+                                        {ckpt::row_slice({1001, 64}, 0, 2)})
+                   .value()});
+    REQUIRE_FALSE(r0);
+    CHECK(r0.error() == ckpt::errc::corrupt);
+    CHECK_THAT(r0.error().message(), Catch::Contains("checksum mismatch"));
     // Rank 1's rows of params/w do not touch that chunk.
     auto r1 = ckpt::load_sharded_blocking(
         path, {ckpt::sharded_leaf::spec("params/w", dtype::f32, {1001, 64},

@@ -585,6 +585,14 @@ asio::awaitable<result<std::shared_ptr<ranged_checkpoint>>> open_for_ranges(
                                                  std::to_string(rr.begin) + ".." +
                                                  std::to_string(rr.end) + " is not inside it");
     }
+    if (!rr.dest.empty()) {  // the whole leaf into the caller's memory, as a load does
+      if (rr.begin != 0 || rr.end != le.num_bytes || rr.dest.size() != le.num_bytes) {
+        co_return fail(errc::invalid_argument,
+                       c.where + ": leaf \"" + rr.leaf + "\": a read into place takes it whole");
+      }
+      out->targets.push_back(target{it->second, rr.dest});
+      continue;
+    }
     // The chunks whose raw range overlaps [begin, end).
     target t{it->second, {}, 0, 0, &rr};
     std::uint64_t pos = 0;

@@ -32,6 +32,10 @@ struct range_read {
   /// byte `offset` of the leaf. Runs on the runtime's CPU pool, concurrently for different
   /// chunks; the span is valid during the call only.
   std::function<void(std::uint64_t offset, std::span<const std::byte> raw)> sink;
+  /// Instead of a sink: the whole leaf (begin 0, end its byte size) goes into `dest`, its bytes
+  /// in the leaf's own C order, as a load fills a template: raw page-aligned chunks are read
+  /// straight into it, the others decoded into it. Empty: the sink gets the chunks.
+  std::span<std::byte> dest;
 };
 
 /// The expected size and checksum of a checkpoint's COMMIT file (a sharded index records its

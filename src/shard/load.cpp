@@ -3,8 +3,9 @@
 // The sharded index says which rank's checkpoint holds which slice; every wanted slice is
 // intersected with the saved ones, each non-empty intersection becomes a ranged read of the
 // saved leaf (the bytes from its first to its last element), and a sink copies the
-// intersection's rows out of each decoded chunk. All needed rank checkpoints are validated
-// before the first byte lands in the caller's memory.
+// intersection's rows out of each decoded chunk; a wanted slice that is a saved one (a load with
+// the save's sharding) is read into its memory as a load fills a template, with no copy. All
+// needed rank checkpoints are validated before the first byte lands in the caller's memory.
 #include "checkpoint/durable.hpp"
 #include "checkpoint/files.hpp"
 #include "format/codec.hpp"
@@ -261,12 +262,16 @@ asio::awaitable<result<sharded_loaded>> load_slices(std::shared_ptr<runtime> rt,
     kept_index.push_back(static_cast<std::size_t>(matched[a]));
   }
 
-  // Destinations: in place where writable, allocated otherwise (bounded by the request).
+  // Destinations: in place where writable, allocated otherwise (bounded by the request), not
+  // zero-filled: the saved slices partition every global array (the index parser checks it),
+  // so the reads below write every byte of every wanted slice.
   for (auto& l : kept) {
     for (auto& s : l.shards) {
       if (s.data.is_writable() && !s.data.is_spec() && s.data.num_bytes() > 0) continue;
       try {
-        auto z = array::zeros(l.dtype, s.where.extent);
+        auto bytes = byte_size(l.dtype, s.where.extent);
+        if (!bytes) co_return fail(bytes.error());
+        auto z = array::adopt(l.dtype, s.where.extent, aligned_buffer(bytes.value()));
         if (!z) co_return fail(z.error());
         s.data = std::move(z.value());
       } catch (const std::bad_alloc&) {
@@ -288,8 +293,6 @@ asio::awaitable<result<sharded_loaded>> load_slices(std::shared_ptr<runtime> rt,
       finder.for_each_candidate(t, [&](const format::slice_entry& saved) {
         format::box i;
         if (!box_nonempty(saved.where) || !box_intersect(t, saved.where, i)) return;
-        auto copy =
-            std::make_shared<region_copy>(i, saved.where, t, es, s.data.mutable_bytes().data());
         auto& rrp = by_rank[saved.rank];
         if (!rrp) rrp = std::make_shared<rank_reads>();
         auto& rr = *rrp;
@@ -298,9 +301,20 @@ asio::awaitable<result<sharded_loaded>> load_slices(std::shared_ptr<runtime> rt,
         r.leaf = saved.leaf;
         r.dtype = le.dtype;
         r.shape = saved.where.extent;
-        r.begin = copy->begin();
-        r.end = copy->end();
-        r.sink = [copy](std::uint64_t off, std::span<const std::byte> raw) { (*copy)(off, raw); };
+        if (i == saved.where && i == t) {
+          // The wanted slice is the saved one (the same sharding as the save): its memory has
+          // the saved leaf's layout, so the leaf is read into it as a load fills a template,
+          // raw chunks straight from the file, with no copy.
+          r.begin = 0;
+          r.end = s.data.num_bytes();
+          r.dest = s.data.mutable_bytes();
+        } else {
+          auto copy =
+              std::make_shared<region_copy>(i, saved.where, t, es, s.data.mutable_bytes().data());
+          r.begin = copy->begin();
+          r.end = copy->end();
+          r.sink = [copy](std::uint64_t off, std::span<const std::byte> raw) { (*copy)(off, raw); };
+        }
         rr.reads.push_back(std::move(r));
       });
     }
