@@ -727,6 +727,15 @@ TEST_CASE("jobs of a multi-host run take their hosts from the coordinator", "[sh
       return std::string("checkpoints");
     }
     if (job.get_metadata_blocking("step_5").value().at("step") != 5) return std::string("meta");
+    // The next save is differential against LATEST, each host against its part of step_5:
+    // nothing changed, so everything is shared.
+    auto next = job.save_sharded_tree_and_metadata_blocking("step_6", l, {{"step", 6}});
+    if (!next) return "second save: " + next.error().what();
+    const auto& local = next.value().local;
+    if (local.logical_bytes == 0 || local.shared_bytes != local.logical_bytes) {
+      return "not differential: shared " + std::to_string(local.shared_bytes) + " of " +
+             std::to_string(local.logical_bytes) + " (" + local.base_note + ")";
+    }
     return std::string("ok");
   });
   for (const auto& o : out)
@@ -935,4 +944,59 @@ TEST_CASE("a sharded save cancelled on one rank fails on every rank and leaves n
   auto again = save_globals(path, 2, globals);
   CHECK(again[0]);
   CHECK(again[1]);
+}
+
+TEST_CASE("a sharded save against a sharded base shares each rank's unchanged chunks",
+          "[shard][diff]") {
+  ckpt::test::temp_dir dir;
+  const auto globals = make_globals(21);
+  const fs::path base = dir / "job" / "step_1", next = dir / "job" / "step_2";
+  ckpt::sharded_save_options so;
+  so.local.chunk_bytes = 16 << 10;
+  for (const auto& r : save_globals(base, 2, globals, so))
+    REQUIRE(r);
+  // Step 2: every 16 KiB chunk of params/w changes, nothing else does.
+  auto changed = globals;
+  REQUIRE(changed[0].path == "params/w");
+  for (std::size_t i = 0; i < changed[0].bytes.size(); i += 4096)
+    changed[0].bytes[i] ^= 0x5a;
+  ckpt::sharded_save_options diff = so;
+  diff.local.base = base;
+  auto out = save_globals(next, 2, changed, diff);
+  for (int r = 0; r < 2; ++r) {
+    INFO("rank " << r);
+    REQUIRE(out[static_cast<std::size_t>(r)]);
+    const auto& local = out[static_cast<std::size_t>(r)].value().local;
+    const auto w_rows = ckpt::row_slice({1001, 64}, r, 2).extent[0];
+    CHECK(local.shared_bytes == local.logical_bytes - static_cast<std::uint64_t>(w_rows) * 64 * 4);
+    CHECK(local.shared_bytes > 0);
+  }
+  // Self-contained: the base goes, step 2 loads bit-exact in any slicing and verifies.
+  fs::remove_all(base);
+  for (int m : {1, 2}) {
+    for (int r = 0; r < m; ++r) {
+      auto got = ckpt::load_sharded_blocking(next, ckpt::test::rank_requests(changed, r, m));
+      REQUIRE(got);
+      CHECK(ckpt::test::compare(changed, got.value().leaves) == "");
+    }
+  }
+  CHECK(ckpt::verify_checkpoint_blocking(next).value().ok());
+  // A base without this rank's part: an error on every rank (nothing visible), or with
+  // base_optional that rank's part in full.
+  ckpt::sharded_save_options three = so;
+  three.local.base = next;
+  auto refused = save_globals(dir / "job" / "step_3", 3, changed, three);
+  for (const auto& r : refused) {
+    REQUIRE_FALSE(r);
+    CHECK_THAT(r.error().message(), Catch::Contains("rank-00002"));
+  }
+  CHECK_FALSE(fs::exists(dir / "job" / "step_3"));
+  three.local.base_optional = true;
+  auto saved = save_globals(dir / "job" / "step_3", 3, changed, three);
+  for (const auto& r : saved)
+    REQUIRE(r);
+  CHECK(saved[2].value().local.shared_bytes == 0);
+  CHECK_FALSE(saved[2].value().local.base_note.empty());
+  auto got = ckpt::load_sharded_full_blocking(dir / "job" / "step_3");
+  REQUIRE(got);
 }

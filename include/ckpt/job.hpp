@@ -338,7 +338,7 @@ class checkpointed_job : public basic_job<C> {
   /// Differential saves (on by default): a save whose save_defaults() name no `base` shares the
   /// unchanged chunks of the job's latest checkpoint (LATEST), or is written in full where there
   /// is no usable LATEST, or its checkpoint cannot be a base (save_stats::base_note says why).
-  /// Sharded saves are always in full.
+  /// Sharded saves too: each rank against its part of a sharded LATEST (sharded_save_options).
   void set_differential(bool on) noexcept { differential_ = on; }
   bool differential() const noexcept { return differential_; }
 
@@ -474,6 +474,14 @@ class checkpointed_job : public basic_job<C> {
     options.local = save_defaults_;
     CKPT_TRY(auto job, job_json());
     options.local.job = std::move(job);
+    // Differential against LATEST as ordinary saves are; every host reads the same LATEST (the
+    // previous save was registered collectively), and a rank with no usable part saves in full.
+    if (differential_ && options.local.base.empty()) {
+      if (auto base = detail::latest_checkpoint(this->spec_, options.local.runtime)) {
+        options.local.base = std::move(*base);
+        options.local.base_optional = true;
+      }
+    }
     auto coord = this->coord_ ? this->coord_ : make_local_coordinator();
     return ckpt::start_sharded_save(std::move(coord), std::move(path), std::move(leaves),
                                     std::move(metadata), std::move(options));

@@ -58,6 +58,7 @@ struct save_options {
   std::filesystem::path base;
   /// When `base` cannot be used (missing, not a committed checkpoint, sharded, damaged index,
   /// another file system), save in full instead of failing; save_stats::base_note says why.
+  /// (A sharded save takes a sharded base: see sharded_save_options::local.)
   /// The job layer sets it for its default base (the latest checkpoint).
   bool base_optional = false;
   /// Record each chunk's XXH3-128 in the index, what a later differential save compares

@@ -102,6 +102,11 @@ struct sharded_save_options {
   /// Options of each rank's own checkpoint: chunking, compression, data files, O_DIRECT and
   /// the runtime. `local.job` (rank 0's) becomes the sharded checkpoint's job.json;
   /// `local.overwrite` (rank 0's) replaces an existing checkpoint at the path atomically.
+  /// `local.base` makes the save differential: it names a committed sharded checkpoint, and
+  /// each rank's own checkpoint shares the unchanged chunks of the base's checkpoint of the same
+  /// rank (`base / rank-NNNNN`; with the save's sharding, the same slices), hard-linking its
+  /// files (save_options::base); with `local.base_optional` a rank whose part of the base is
+  /// missing or unusable writes its part in full (`local.shared_bytes` says what it shared).
   save_options local;
 };
 

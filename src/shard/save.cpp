@@ -430,7 +430,8 @@ result<void> sharded_save_handle::state::protocol() {
     save_options lo = options.local;
     lo.job.reset();
     lo.overwrite = false;
-    lo.base.clear();  // (sharded checkpoints are written in full; see save_options::base)
+    // A differential sharded save: each rank against the base's checkpoint of the same rank.
+    if (!lo.base.empty()) lo.base /= format::rank_dir_name(static_cast<std::uint32_t>(rank));
     boost::json::object local_meta{
         {"ckpt_sharded", boost::json::object{{"rank", rank}, {"ranks", n}, {"name", name}}}};
     if (local_result && cancel_requested) local_result = fail(errc::cancelled, "cancelled");
