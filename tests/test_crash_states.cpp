@@ -492,6 +492,7 @@ std::string step_name(std::uint64_t s) {
 
 struct result_holder {
   bool ok = false;
+  std::uint64_t shared_bytes = 0;
 };
 
 struct recorded_run {
@@ -500,7 +501,8 @@ struct recorded_run {
   std::vector<mop> ops;
 };
 
-// This rank's part of tree_for(step) as a sharded save: "w" split by rows, "b" replicated.
+// This rank's part of tree_for(step) as a sharded save: "w" split by rows, "b" and "frozen"
+// replicated.
 std::vector<ckpt::sharded_leaf> sharded_part(const tree& t, int rank, int ranks) {
   const array& w = t.get("w")->leaf();
   const ckpt::slice rows = ckpt::row_slice(w.shape(), rank, ranks);
@@ -511,7 +513,8 @@ std::vector<ckpt::sharded_leaf> sharded_part(const tree& t, int rank, int ranks)
   lw.dtype = w.dtype();
   lw.global_shape = w.shape();
   lw.shards.push_back({rows, array::borrow(floats, rows.extent).value()});
-  return {std::move(lw), ckpt::sharded_leaf::replicated_leaf("b", t.get("b")->leaf())};
+  return {std::move(lw), ckpt::sharded_leaf::replicated_leaf("b", t.get("b")->leaf()),
+          ckpt::sharded_leaf::replicated_leaf("frozen", t.get("frozen")->leaf())};
 }
 
 // The kinds of commit a scenario covers, each counted in the report.
@@ -588,32 +591,40 @@ recorded_run record_scenario(const fs::path& base, int rounds, bool extras,
                                 {{"step", static_cast<std::int64_t>(last + 1)}}, over));
     ++n.overwrites;
     register_and_retire(step_name(last), last + 1);
-    // A sharded checkpoint of two ranks; rank 0 commits it through the same runtime.
-    const std::uint64_t step = last + 2;
-    const tree t = tree_for(step);
-    log.set_phase(ph_sharded);
-    auto group = ckpt::make_local_group(2);
-    std::vector<result_holder> outcomes(2);
-    std::vector<std::thread> ranks;
-    for (int r = 0; r < 2; ++r) {
-      ranks.emplace_back([&, r] {
-        ckpt::sharded_save_options sso;
-        sso.local = so;
-        outcomes[static_cast<std::size_t>(r)].ok = static_cast<bool>(ckpt::save_sharded_blocking(
-            group[static_cast<std::size_t>(r)], job / step_name(step), sharded_part(t, r, 2),
-            {{"step", static_cast<std::int64_t>(step)}}, sso));
-      });
+    // A sharded checkpoint of two ranks, rank 0 committing it through the same runtime; then a
+    // differential one against it (each rank's checkpoint links its part's "frozen" chunks),
+    // each registered in turn.
+    for (std::uint64_t step : {last + 2, last + 3}) {
+      const tree t = tree_for(step);
+      log.set_phase(ph_sharded);
+      auto group = ckpt::make_local_group(2);
+      std::vector<result_holder> outcomes(2);
+      std::vector<std::thread> ranks;
+      for (int r = 0; r < 2; ++r) {
+        ranks.emplace_back([&, r] {
+          ckpt::sharded_save_options sso;
+          sso.local = so;
+          if (step == last + 3) sso.local.base = job / step_name(last + 2);
+          auto saved = ckpt::save_sharded_blocking(
+              group[static_cast<std::size_t>(r)], job / step_name(step), sharded_part(t, r, 2),
+              {{"step", static_cast<std::int64_t>(step)}}, sso);
+          auto& out = outcomes[static_cast<std::size_t>(r)];
+          out.ok = static_cast<bool>(saved);
+          if (saved) out.shared_bytes = saved.value().local.shared_bytes;
+        });
+      }
+      for (auto& th : ranks)
+        th.join();
+      REQUIRE(outcomes[0].ok);
+      REQUIRE(outcomes[1].ok);
+      if (step == last + 3) CHECK(outcomes[0].shared_bytes > 0);  // rank 0 holds "frozen"
+      ++n.sharded;
+      register_and_retire(step_name(step), step);
     }
-    for (auto& th : ranks)
-      th.join();
-    REQUIRE(outcomes[0].ok);
-    REQUIRE(outcomes[1].ok);
-    ++n.sharded;
-    register_and_retire(step_name(step), step);
     log.set_phase(ph_done);
     REQUIRE(ckpt::store::mark_done(job, "done\n", rt));
     ++n.done;
-    ack(step, true);
+    ack(last + 3, true);
   }
   log.stop();
   so.runtime.reset();
@@ -642,7 +653,7 @@ void check_state(const fs_model& state, std::uint64_t acked, bool done_acked,
   const fs::path job = scratch / "job";
   std::string problem;
   // An ordinary or a sharded checkpoint loads the tree of the step its metadata names (leaf by
-  // leaf, since a sharded load nests its leaves in an order of its own; it holds no "frozen").
+  // leaf, since a sharded load nests its leaves in an order of its own).
   auto check_checkpoint = [&](const std::string& name, std::uint64_t& step) -> std::string {
     const fs::path ck = job / name;
     const bool sharded = fs::exists(ck / "sharded-index.json");
@@ -653,9 +664,9 @@ void check_state(const fs_model& state, std::uint64_t acked, bool done_acked,
                                                : static_cast<std::uint64_t>(it->value().as_int64());
     const tree want = tree_for(step);
     const tree& got = loaded.value().tree;
-    const bool same = got.size() == (sharded ? 2u : 3u) && got.get("w") && got.get("b") &&
+    const bool same = got.size() == 3u && got.get("w") && got.get("b") && got.get("frozen") &&
                       *got.get("w") == *want.get("w") && *got.get("b") == *want.get("b") &&
-                      (sharded || (got.get("frozen") && *got.get("frozen") == *want.get("frozen")));
+                      *got.get("frozen") == *want.get("frozen");
     if (!same) {
       return std::string(sharded ? "sharded " : "") + name + " (step " + std::to_string(step) +
              ") loads different data";
