@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <numeric>
 #include <thread>
@@ -106,6 +107,43 @@ std::string machine_line(const std::string& dir) {
 double load_average() {
   double l[1] = {0};
   return ::getloadavg(l, 1) == 1 ? l[0] : -1.0;
+}
+
+std::string run_capture(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) {
+    if (status) *status = -1;
+    return out;
+  }
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
+    out.append(buf, n);
+  const int st = ::pclose(p);
+  if (status) *status = st;
+  return out;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char ch : s)
+    out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
+}
+
+std::string self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("ckpt-perf") : p.string();
+}
+
+std::string default_mpirun() {
+#ifdef CKPT_MPIEXEC
+  return CKPT_MPIEXEC;
+#else
+  return "mpirun";
+#endif
 }
 
 }  // namespace ckpt::perf

@@ -31,4 +31,14 @@ std::string machine_line(const std::string& dir);
 /// The 1-minute load average, for the report's notes.
 double load_average();
 
+/// Runs `cmd` through the shell and returns its standard output; `status` gets pclose's status
+/// (-1 when it could not start).
+std::string run_capture(const std::string& cmd, int* status = nullptr);
+/// `s` in single quotes for the shell.
+std::string shell_quote(const std::string& s);
+/// This executable's path (/proc/self/exe), for launching its own worker subcommands.
+std::string self_exe();
+/// The mpirun that ckpt-perf's MPI benches launch by default (CMake's MPIEXEC when known).
+std::string default_mpirun();
+
 }  // namespace ckpt::perf

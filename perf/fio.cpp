@@ -1,5 +1,7 @@
 #include "fio.hpp"
 
+#include "bench_util.hpp"
+
 #include <boost/json/parse.hpp>
 
 #include <unistd.h>
@@ -15,20 +17,6 @@ namespace ckpt::perf {
 bool have_fio() {
   return std::system("command -v fio >/dev/null 2>&1") == 0;
 }
-
-namespace {
-std::string run_capture(const std::string& cmd) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return out;
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0)
-    out.append(buf.data(), n);
-  ::pclose(p);
-  return out;
-}
-}  // namespace
 
 std::optional<double> fio_gibps(const std::string& dir, std::uint64_t bytes, bool write,
                                 std::string* why, int numjobs) {

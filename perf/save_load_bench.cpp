@@ -59,28 +59,14 @@ spread spread_of(const boost::json::object& j, std::string_view k) {
   s.n = static_cast<int>(num(o, "n"));
   return s;
 }
-std::string shell_quote(const std::string& a) {
-  std::string q = "'";
-  for (char ch : a)
-    q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return q + "'";
-}
-
 // Runs `ckpt-perf <args>` in a fresh process; the JSON object it prints on its last line.
 result<boost::json::object> run_child(const std::vector<std::string>& args) {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return fail(errc::aborted, "cannot find ckpt-perf's own path: " + ec.message());
-  std::string cmd = shell_quote(exe.string());
+  std::string cmd = shell_quote(self_exe());
   for (const auto& a : args)
     cmd += " " + shell_quote(a);
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return fail(errc::aborted, "cannot start " + cmd);
-  std::string out;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p))
-    out.append(buf, n);
-  const int status = ::pclose(p);
+  int status = 0;
+  const std::string out = run_capture(cmd, &status);
+  if (status == -1) return fail(errc::aborted, "cannot start " + cmd);
   const auto last = out.find_last_of('{');
   if (status != 0 || last == std::string::npos) {
     return fail(errc::aborted, cmd + " failed (status " + std::to_string(status) + "): " + out);

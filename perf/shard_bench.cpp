@@ -53,12 +53,7 @@ struct shard_config {
   std::vector<int> ranks{1, 4};
   bool json = false;
   bool threads = false;
-  std::string mpirun =
-#ifdef CKPT_MPIEXEC
-      CKPT_MPIEXEC;
-#else
-      "mpirun";
-#endif
+  std::string mpirun = default_mpirun();
 };
 
 constexpr std::int64_t row_elems = 1024;  // f32: 4 KiB rows
@@ -179,35 +174,17 @@ bool parse_args(int argc, char** argv, shard_config& c, std::string& name) {
   return true;
 }
 
-std::string self_exe() {
-  std::error_code ec;
-  auto p = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("ckpt-perf") : p.string();
-}
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char ch : s)
-    out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return out + "'";
-}
-
 // One configuration as an MPI job; rank 0's JSON line carries the sample.
 result<sample> run_mpi(const shard_config& c, int ranks, int run) {
-  const std::string cmd = quote(c.mpirun) + " --oversubscribe --allow-run-as-root -np " +
-                          std::to_string(ranks) + " " + quote(self_exe()) + " shard-worker --dir " +
-                          quote(c.dir) + " --bytes " + std::to_string(c.bytes) + " --leaves " +
-                          std::to_string(c.leaves) + " --data-files " +
-                          std::to_string(c.data_files) + " --name ckpt-perf-shard-" +
-                          std::to_string(ranks) + "-" + std::to_string(run) + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return fail(errc::invalid_argument, "cannot run " + c.mpirun);
-  std::string out;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0)
-    out.append(buf, n);
-  const int status = ::pclose(p);
+  const std::string cmd =
+      shell_quote(c.mpirun) + " --oversubscribe --allow-run-as-root -np " + std::to_string(ranks) +
+      " " + shell_quote(self_exe()) + " shard-worker --dir " + shell_quote(c.dir) + " --bytes " +
+      std::to_string(c.bytes) + " --leaves " + std::to_string(c.leaves) + " --data-files " +
+      std::to_string(c.data_files) + " --name ckpt-perf-shard-" + std::to_string(ranks) + "-" +
+      std::to_string(run) + " 2>&1";
+  int status = 0;
+  const std::string out = run_capture(cmd, &status);
+  if (status == -1) return fail(errc::invalid_argument, "cannot run " + c.mpirun);
   const auto at = out.rfind("{\"seconds\":");
   if (status != 0 || at == std::string::npos) {
     return fail(errc::aborted, "the " + std::to_string(ranks) + "-rank job failed:\n" + out);
