@@ -1,6 +1,7 @@
 #include "fio.hpp"
 
 #include "bench_util.hpp"
+#include "raw_io.hpp"
 
 #include <boost/json/parse.hpp>
 
@@ -31,7 +32,8 @@ std::optional<double> fio_gibps(const std::string& dir, std::uint64_t bytes, boo
       numjobs > 1 ? " --numjobs=" + std::to_string(numjobs) + " --group_reporting" : "";
   std::string size = std::to_string(bytes / (1 << 20)) + "M";
   const std::string common =
-      " --ioengine=io_uring --direct=1 --bs=4M --iodepth=16 --size=" + size + " " + files + jobs;
+      " --ioengine=io_uring --direct=1 --bs=4M --iodepth=" + std::to_string(baseline_depth) +
+      " --size=" + size + " " + files + jobs;
   std::string cmd = "fio --name=baseline --output-format=json" + common +
                     (write ? " --rw=write --end_fsync=1" : " --rw=read") + " 2>/dev/null";
   if (!write) {

@@ -1,5 +1,5 @@
 // The fio baseline: the same byte count written/read sequentially with O_DIRECT io_uring,
-// bs 4M, iodepth 16 (write with end_fsync), in the same folder, in the same run.
+// bs 4M, iodepth 32 (write with end_fsync), in the same folder, in the same run.
 #pragma once
 
 #include <cstdint>

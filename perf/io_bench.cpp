@@ -1,6 +1,6 @@
 // ckpt-perf io: sequential O_DIRECT write + fsync, then a cold read, through the io engine.
 //
-//   ckpt-perf io --dir DIR --size BYTES [--block BYTES=4M] [--depth N=16]
+//   ckpt-perf io --dir DIR --size BYTES [--block BYTES=4M] [--depth N=32]
 //                [--backend uring|threads] [--drop-caches] [--json]
 //
 // Method: `depth` workers each own one aligned buffer of `block` bytes (filled with
@@ -38,7 +38,7 @@ struct options {
   std::string dir;
   std::uint64_t size = 0;
   std::uint64_t block = 4 << 20;
-  unsigned depth = 16;
+  unsigned depth = ckpt::perf::baseline_depth;
   ckpt::io::backend_kind backend = ckpt::io::backend_kind::automatic;
   bool drop_caches = false;
   bool json = false;
@@ -50,7 +50,7 @@ struct options {
 
 int usage() {
   std::fprintf(stderr,
-               "usage: ckpt-perf io --dir DIR --size BYTES [--block BYTES=4M] [--depth N=16]\n"
+               "usage: ckpt-perf io --dir DIR --size BYTES [--block BYTES=4M] [--depth N=32]\n"
                "                    [--backend uring|threads] [--drop-caches] [--no-fallocate]\n"
                "                    [--file PATH] [--keep] [--read-only] [--json]\n");
   return 2;

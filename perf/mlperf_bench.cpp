@@ -21,7 +21,7 @@
 // minimum per-rank GiB/s (bytes per rank / the slowest rank's `own` or load time) and the
 // aggregate (all bytes / the slowest rank's `save` or load time); medians (and ranges) over
 // every save and load of every run. fio: aggregate GiB/s of --numjobs=R --size=bytes-per-rank
-// (O_DIRECT io_uring, bs 4M, iodepth 16, end_fsync on writes) after each run, and ckpt's
+// (O_DIRECT io_uring, bs 4M, iodepth 32, end_fsync on writes) after each run, and ckpt's
 // median aggregate of that run as a ratio of it. Peak RSS: the largest rank's VmHWM (MPI) or
 // the process's (threads), reset after the pre-faulting: the rank's state, its reserved
 // staging, and what its saves and loads add.
@@ -412,7 +412,7 @@ int mlperf_main(int argc, char** argv) {
           "GiB/s = bytes per rank / the slowest rank's time (save: until its own part "
           "was durable), aggregate = all bytes / the slowest rank's time (save: until "
           "the global commit); fio --numjobs=R --size=bytes-per-rank O_DIRECT io_uring "
-          "bs 4M iodepth 16 (end_fsync on writes) in the same folder after each run; ") +
+          "bs 4M iodepth 32 (end_fsync on writes) in the same folder after each run; ") +
       (c.threads ? "ranks are threads of one process" : "ranks are MPI processes");
   auto opt = [](const std::vector<double>& v) -> boost::json::value {
     if (v.empty()) return nullptr;

@@ -3,6 +3,8 @@
 // `ckpt-perf io` and, in the same run and alternated with our runs, by every save/load figure.
 #pragma once
 
+#include "pipeline/extents.hpp"
+
 #include <ckpt/buffer.hpp>
 #include <ckpt/error.hpp>
 #include <ckpt/io.hpp>
@@ -34,9 +36,16 @@ void fill_random(aligned_buffer& b, std::uint64_t seed);
 /// /proc/sys/vm/drop_caches); returns what was done, for the report.
 std::string drop_file_cache(const std::string& path, bool system_wide);
 
+/// Blocks of 4 MiB in flight in every raw and fio baseline: the save and load pipelines keep
+/// pipeline::stream_window (128 MiB) in flight, and a baseline with less under-measures a disk
+/// that rewards depth (this project's virtio disk reads at 16 in flight about half as fast as
+/// at 32). Before 2026-12-02 the baselines ran 16 deep.
+inline constexpr unsigned baseline_depth = 32;
+static_assert(std::uint64_t{baseline_depth} * (4ull << 20) == pipeline::stream_window);
+
 struct raw_options {
   std::uint64_t block = 4ull << 20;
-  unsigned depth = 16;
+  unsigned depth = baseline_depth;
   bool read = true;  ///< false: write + fsync only
 };
 

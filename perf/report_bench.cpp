@@ -253,7 +253,7 @@ int report_main(int argc, char** argv) {
       {"method",
        "save: durable save_blocking of owned leaves after a 2x pre-fault, call -> commit; "
        "load: cold restore into pre-touched buffers, checksums verified; each run preceded by "
-       "the raw O_DIRECT io_uring baseline (4 MiB x16, same bytes) and fio when installed; "
+       "the raw O_DIRECT io_uring baseline (4 MiB x32, same bytes) and fio when installed; "
        "figures are medians over runs with min/max; train: see train.method"},
       {"save", saves},
       {"load", loads},

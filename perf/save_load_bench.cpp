@@ -1,6 +1,6 @@
 // ckpt-perf save | load: the WORKLOADS.md trees through the save and load pipelines, with two
 // baselines of the same byte count in the same folder, alternated with our runs: the raw engine
-// (plain O_DIRECT io_uring, 4 MiB blocks, 16 in flight: raw_io.hpp) and fio when installed.
+// (plain O_DIRECT io_uring, 4 MiB blocks, 32 in flight: raw_io.hpp) and fio when installed.
 //
 //   ckpt-perf save --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--warm]
 //   ckpt-perf load --workload dense|sparse|small|bf16 --dir DIR [--runs N] [--no-fio] [--warm]
@@ -13,7 +13,7 @@
 // first-touch costs as a user does; with --warm in this process after pre-faulting 2x the
 // tree's bytes (untimed).
 // Logical GiB/s = tree bytes / that time; the ratio is ours / raw write of the same run; medians
-// over runs. fio: --rw=write --bs=4M --iodepth=16 --direct=1 --ioengine=io_uring --end_fsync=1 over
+// over runs. fio: --rw=write --bs=4M --iodepth=32 --direct=1 --ioengine=io_uring --end_fsync=1 over
 // the same byte count. Method (load): save once (untimed); per run: the raw baseline (the
 // checkpoint's own data files read with O_DIRECT), fio, drop the page cache (root), restore into
 // pre-touched destination buffers with checksums verified (a fresh process builds its own).
@@ -174,7 +174,7 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
                            : "durable save (commit included) of owned leaves after a 2x "
                              "pre-fault, in this process") +
            "; chunks 4 MiB, O_DIRECT, io_uring; raw baseline (same bytes, O_DIRECT io_uring 4 MiB "
-           "x16, fsync) and fio alternated with each run (the order of the three rotates from run "
+           "x32, fsync) and fio alternated with each run (the order of the three rotates from run "
            "to run)"},
       {"fresh_process", c.fresh},
       {"direct_bytes", direct},
@@ -228,7 +228,7 @@ void print_save(const boost::json::object& j) {
       num(j, "added_rss_bytes") / (1 << 20),
       100.0 * num(j, "direct_bytes") / std::max(1.0, num(j, "logical_bytes")));
   if (j.contains("raw_write_gibps")) {
-    std::printf("  raw      %s GiB/s (O_DIRECT io_uring write+fsync, 4 MiB x16)   ratio %s\n",
+    std::printf("  raw      %s GiB/s (O_DIRECT io_uring write+fsync, 4 MiB x32)   ratio %s\n",
                 describe(spread_of(j, "raw_write_gibps_spread")).c_str(),
                 describe(spread_of(j, "ratio_vs_raw_spread")).c_str());
   }
@@ -239,7 +239,7 @@ void print_save(const boost::json::object& j) {
       num(st, "commit_s"));
   if (j.contains("fio_write_gibps")) {
     std::printf(
-        "  fio      %.2f GiB/s (write, bs 4M, iodepth 16, direct, end_fsync)   ratio %.2f\n",
+        "  fio      %.2f GiB/s (write, bs 4M, iodepth 32, direct, end_fsync)   ratio %.2f\n",
         num(j, "fio_write_gibps"), num(j, "ratio_vs_fio"));
   } else if (j.contains("fio_note")) {
     std::printf("  fio      unavailable: %s\n", j.at("fio_note").as_string().c_str());
@@ -321,7 +321,7 @@ result<boost::json::object> bench_load(const save_load_config& c, const tree& t)
                              "destination included, from the call on)"
                            : "cold restore into pre-touched destination buffers, in this process") +
            ", checksums verified, O_DIRECT reads through io_uring; raw baseline: the checkpoint's "
-           "own data files read with O_DIRECT io_uring 4 MiB x16, page cache dropped, alternated "
+           "own data files read with O_DIRECT io_uring 4 MiB x32, page cache dropped, alternated "
            "with each run"},
       {"fresh_process", c.fresh},
       {"peak_rss_bytes", peak},
@@ -364,12 +364,12 @@ void print_load(const boost::json::object& j) {
       num(j, "added_rss_bytes") / (1 << 20));
   if (j.contains("raw_read_gibps")) {
     std::printf(
-        "  raw      %s GiB/s (its data files, O_DIRECT io_uring cold read, 4 MiB x16)   ratio %s\n",
+        "  raw      %s GiB/s (its data files, O_DIRECT io_uring cold read, 4 MiB x32)   ratio %s\n",
         describe(spread_of(j, "raw_read_gibps_spread")).c_str(),
         describe(spread_of(j, "ratio_vs_raw_spread")).c_str());
   }
   if (j.contains("fio_read_gibps")) {
-    std::printf("  fio      %.2f GiB/s (read, bs 4M, iodepth 16, direct)   ratio %.2f\n",
+    std::printf("  fio      %.2f GiB/s (read, bs 4M, iodepth 32, direct)   ratio %.2f\n",
                 num(j, "fio_read_gibps"), num(j, "ratio_vs_fio"));
   } else if (j.contains("fio_note")) {
     std::printf("  fio      unavailable: %s\n", j.at("fio_note").as_string().c_str());

@@ -1,5 +1,5 @@
 // ckpt-perf sweep: save throughput as one parameter varies, each point beside the raw device
-// baseline (plain O_DIRECT io_uring, 4 MiB x16, same bytes, measured just before the point).
+// baseline (plain O_DIRECT io_uring, 4 MiB x32, same bytes, measured just before the point).
 //
 //   ckpt-perf sweep --dir DIR [--quick] [--runs N] [--json]
 //
@@ -275,7 +275,7 @@ int sweep_main(int argc, char** argv) {
       "synthetic N(0,0.02) f32 trees (borrowed views), runtimes warmed by one untimed save, per "
       "point and run: raw baseline, 2x "
       "pre-fault, one durable save timed call -> commit, median run kept; raw = O_DIRECT io_uring "
-      "write+fsync of the same bytes (4 MiB x16); fixed points: 584 leaves, 4 MiB chunks, default "
+      "write+fsync of the same bytes (4 MiB x32); fixed points: 584 leaves, 4 MiB chunks, default "
       "runtime";
   if (json) {
     boost::json::object j{{"bench", "sweep"},

@@ -13,7 +13,7 @@
 //   ckpt save:   save_blocking of a tree of borrowed leaves of the same tensors (durable: data
 //                fsyncs, index, commit marker, rename and directory fsyncs); then, untimed for
 //                the ratios but reported, the same with shared leaves (zero copy).
-//   fio:         the same byte count, --rw=write --bs=4M --iodepth=16 --direct=1 --end_fsync=1,
+//   fio:         the same byte count, --rw=write --bs=4M --iodepth=32 --direct=1 --end_fsync=1,
 //                and a cold --rw=read, the disk's baselines.
 // and, after dropping the page cache (root) before each:
 //   torch load:  InputArchive load_from(file), read of every tensor into the existing tensors.
