@@ -277,6 +277,12 @@ void print_state(const boost::json::object& j) {
       "   ckpt/torch %.2fx\n",
       med("torch_load_gibps"), mib("torch_load"), med("ckpt_load_gibps"), mib("ckpt_load"),
       j.at("load_ratio_vs_torch").to_number<double>());
+  if (j.contains("fio_read_gibps")) {
+    std::printf("  fio read %.2f GiB/s   ckpt/fio %.2fx\n", med("fio_read_gibps"),
+                j.at("load_ratio_vs_fio").to_number<double>());
+  } else if (j.contains("fio_note")) {
+    std::printf("  fio read unavailable: %s\n", j.at("fio_note").as_string().c_str());
+  }
 }
 
 int torch_main(int argc, char** argv) {
