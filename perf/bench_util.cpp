@@ -1,5 +1,7 @@
 #include "bench_util.hpp"
 
+#include <boost/json/parse.hpp>
+
 #include <sys/statfs.h>
 #include <sys/utsname.h>
 
@@ -144,6 +146,25 @@ std::string default_mpirun() {
 #else
   return "mpirun";
 #endif
+}
+
+result<boost::json::object> run_mpi_worker(const std::string& mpirun, int ranks,
+                                           const std::string& worker_args,
+                                           std::string_view marker) {
+  const std::string cmd = shell_quote(mpirun) + " --oversubscribe --allow-run-as-root -np " +
+                          std::to_string(ranks) + " " + shell_quote(self_exe()) + " " +
+                          worker_args + " 2>&1";
+  int status = 0;
+  const std::string out = run_capture(cmd, &status);
+  if (status == -1) return fail(errc::invalid_argument, "cannot run " + mpirun);
+  const auto at = out.rfind(marker);
+  if (status != 0 || at == std::string::npos) {
+    return fail(errc::aborted, "the " + std::to_string(ranks) + "-rank job failed:\n" + out);
+  }
+  boost::json::error_code ec;
+  auto v = boost::json::parse(out.substr(at, out.find('\n', at) - at), ec);
+  if (ec || !v.is_object()) return fail(errc::aborted, "unexpected worker output:\n" + out);
+  return std::move(v.as_object());
 }
 
 }  // namespace ckpt::perf

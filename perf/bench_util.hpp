@@ -2,9 +2,12 @@
 // machine facts that go into every JSON.
 #pragma once
 
+#include <ckpt/error.hpp>
+
 #include <boost/json/object.hpp>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ckpt::perf {
@@ -40,5 +43,10 @@ std::string shell_quote(const std::string& s);
 std::string self_exe();
 /// The mpirun that ckpt-perf's MPI benches launch by default (CMake's MPIEXEC when known).
 std::string default_mpirun();
+/// Runs `ckpt-perf <worker_args>` (already shell-quoted) as `ranks` MPI processes (`mpirun
+/// --oversubscribe --allow-run-as-root -np ranks`) and returns the JSON object on the last
+/// output line that starts with `marker` (what rank 0 prints); the whole output in the error.
+result<boost::json::object> run_mpi_worker(const std::string& mpirun, int ranks,
+                                           const std::string& worker_args, std::string_view marker);
 
 }  // namespace ckpt::perf

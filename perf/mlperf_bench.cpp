@@ -258,24 +258,16 @@ bool parse_args(int argc, char** argv, mlperf_config& c, std::string& name) {
 
 // One run as an MPI job; rank 0's JSON line carries every rank's times.
 result<std::vector<rank_times>> run_mpi(const mlperf_config& c, int run) {
-  const std::string cmd =
-      shell_quote(c.mpirun) + " --oversubscribe --allow-run-as-root -np " +
-      std::to_string(c.ranks) + " " + shell_quote(self_exe()) + " mlperf-worker --dir " +
-      shell_quote(c.dir) + " --ranks " + std::to_string(c.ranks) + " --bytes-per-rank " +
-      std::to_string(c.bytes_per_rank) + " --saves " + std::to_string(c.saves) + " --layers " +
-      std::to_string(c.layers) + " --name ckpt-perf-mlperf-" + std::to_string(run) + " 2>&1";
-  int status = 0;
-  const std::string out = run_capture(cmd, &status);
-  if (status == -1) return fail(errc::invalid_argument, "cannot run " + c.mpirun);
-  const auto at = out.rfind("{\"ranks\":");
-  if (status != 0 || at == std::string::npos) {
-    return fail(errc::aborted, "the " + std::to_string(c.ranks) + "-rank job failed:\n" + out);
-  }
-  boost::json::error_code ec;
-  auto v = boost::json::parse(out.substr(at, out.find('\n', at) - at), ec);
-  if (ec) return fail(errc::aborted, "unexpected worker output:\n" + out);
+  CKPT_TRY(auto o,
+           run_mpi_worker(c.mpirun, c.ranks,
+                          "mlperf-worker --dir " + shell_quote(c.dir) + " --ranks " +
+                              std::to_string(c.ranks) + " --bytes-per-rank " +
+                              std::to_string(c.bytes_per_rank) + " --saves " +
+                              std::to_string(c.saves) + " --layers " + std::to_string(c.layers) +
+                              " --name ckpt-perf-mlperf-" + std::to_string(run),
+                          "{\"ranks\":"));
   std::vector<rank_times> all;
-  for (const auto& r : v.at("ranks").as_array())
+  for (const auto& r : o.at("ranks").as_array())
     all.push_back(times_from_json(r));
   return all;
 }

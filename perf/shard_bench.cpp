@@ -176,23 +176,13 @@ bool parse_args(int argc, char** argv, shard_config& c, std::string& name) {
 
 // One configuration as an MPI job; rank 0's JSON line carries the sample.
 result<sample> run_mpi(const shard_config& c, int ranks, int run) {
-  const std::string cmd =
-      shell_quote(c.mpirun) + " --oversubscribe --allow-run-as-root -np " + std::to_string(ranks) +
-      " " + shell_quote(self_exe()) + " shard-worker --dir " + shell_quote(c.dir) + " --bytes " +
-      std::to_string(c.bytes) + " --leaves " + std::to_string(c.leaves) + " --data-files " +
-      std::to_string(c.data_files) + " --name ckpt-perf-shard-" + std::to_string(ranks) + "-" +
-      std::to_string(run) + " 2>&1";
-  int status = 0;
-  const std::string out = run_capture(cmd, &status);
-  if (status == -1) return fail(errc::invalid_argument, "cannot run " + c.mpirun);
-  const auto at = out.rfind("{\"seconds\":");
-  if (status != 0 || at == std::string::npos) {
-    return fail(errc::aborted, "the " + std::to_string(ranks) + "-rank job failed:\n" + out);
-  }
-  boost::json::error_code ec;
-  auto v = boost::json::parse(out.substr(at, out.find('\n', at) - at), ec);
-  if (ec) return fail(errc::aborted, "unexpected worker output:\n" + out);
-  const auto& o = v.as_object();
+  CKPT_TRY(auto o, run_mpi_worker(c.mpirun, ranks,
+                                  "shard-worker --dir " + shell_quote(c.dir) + " --bytes " +
+                                      std::to_string(c.bytes) + " --leaves " +
+                                      std::to_string(c.leaves) + " --data-files " +
+                                      std::to_string(c.data_files) + " --name ckpt-perf-shard-" +
+                                      std::to_string(ranks) + "-" + std::to_string(run),
+                                  "{\"seconds\":"));
   return sample{o.at("seconds").to_number<double>(), o.at("plan_s").to_number<double>(),
                 o.at("local_s").to_number<double>(), o.at("gathered_s").to_number<double>()};
 }

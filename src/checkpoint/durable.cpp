@@ -205,13 +205,20 @@ asio::awaitable<result<void>> sync_data_files(io::engine& io, std::vector<io::fi
   co_return closed;
 }
 
-// The files a commit writes after the data: the small files, then the marker.
-std::vector<const small_file*> small_files_of(const commit_request& rq) {
-  std::vector<const small_file*> out;
-  for (const auto& f : rq.files)
-    out.push_back(&f);
-  out.push_back(&rq.marker);
-  return out;
+// The writer never commits what a reader refuses: every small file (the marker too) within the
+// readers' caps (checkpoint/files.hpp).
+result<void> check_small_file_caps(const commit_request& rq) {
+  auto check = [](const small_file& f) -> result<void> {
+    const std::uint64_t cap = small_file_cap(f.name);
+    if (f.content.size() <= cap) return success();
+    return fail(errc::limit_exceeded, f.name + " would be " + std::to_string(f.content.size()) +
+                                          " bytes, more than a reader's cap of " +
+                                          std::to_string(cap));
+  };
+  for (const auto& f : rq.files) {
+    CKPT_TRY(check(f));
+  }
+  return check(rq.marker);
 }
 
 asio::awaitable<result<commit_timing>> commit_open(io::engine& io, commit_request rq) {
@@ -225,15 +232,7 @@ asio::awaitable<result<commit_timing>> commit_open(io::engine& io, commit_reques
     timing.data_fsync_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  // The writer never commits what a reader refuses: every small file within the readers' caps.
-  for (const small_file* f : small_files_of(rq)) {
-    if (f->content.size() > small_file_cap(f->name)) {
-      co_return fail(errc::limit_exceeded, f->name + " would be " +
-                                               std::to_string(f->content.size()) +
-                                               " bytes, more than a reader's cap of " +
-                                               std::to_string(small_file_cap(f->name)));
-    }
-  }
+  CKPT_CO_TRY(check_small_file_caps(rq));
   // 2. Hard links to the base's data files (durable with the directory's fsync in 4.), then the
   //    small files, concurrently, each fsynced.
   const bool late_links = testing::planted("link_after_dir_fsync");  // test builds only

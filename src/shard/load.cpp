@@ -301,7 +301,7 @@ asio::awaitable<result<sharded_loaded>> load_slices(std::shared_ptr<runtime> rt,
         r.leaf = saved.leaf;
         r.dtype = le.dtype;
         r.shape = saved.where.extent;
-        if (i == saved.where && i == t) {
+        if (saved.where == t) {
           // The wanted slice is the saved one (the same sharding as the save): its memory has
           // the saved leaf's layout, so the leaf is read into it as a load fills a template,
           // raw chunks straight from the file, with no copy.
