@@ -1,0 +1,226 @@
+// A save's write units: packing and encoding (save_units.hpp).
+#include "pipeline/save_units.hpp"
+
+#include "pipeline/extents.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ckpt::pipeline {
+
+namespace {
+
+// The chunk's entry once its stored bytes are final: sizes, codec, checksum and (when the save
+// records hashes and it is not known yet) the hash of its raw bytes, in the same pass over
+// memory as the checksum for a raw chunk.
+void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint64_t stored,
+                  std::span<const std::byte> stored_bytes, std::span<const std::byte> raw,
+                  bool hash) {
+  auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+  ce.raw_size = pc.raw_size;
+  ce.stored_size = stored;
+  ce.codec = c;
+  if (hash && !ce.hashed && c == format::codec::raw) {
+    ce.hash = format::hash128_and_checksum(stored_bytes, ce.xxh3);
+    ce.hashed = true;
+    return;
+  }
+  if (hash && !ce.hashed) {
+    ce.hash = format::hash128(raw);
+    ce.hashed = true;
+  }
+  ce.xxh3 = format::checksum(stored_bytes);
+}
+
+}  // namespace
+
+// Units: with `capture`, borrowed/owned leaves first (they gate `staged`), then shared ones;
+// without, every leaf in one uncaptured group. Within each group, pieces (chunks, split at
+// element boundaries) are packed greedily in tree order into units of at most `cb` bytes.
+std::vector<unit> pack_units(const std::vector<flat_leaf>& leaves, std::uint64_t cb, bool capture) {
+  std::vector<unit> units;
+  for (int pass = capture ? 0 : 1; pass < 2; ++pass) {
+    const bool capture_pass = pass == 0;
+    unit cur;
+    cur.needs_capture = capture_pass;
+    auto flush = [&] {
+      if (!cur.pieces.empty()) units.push_back(std::move(cur));
+      cur = unit{};
+      cur.needs_capture = capture_pass;
+    };
+    for (std::size_t i = 0; i < leaves.size(); ++i) {
+      const auto& a = leaves[i].array;
+      const bool is_shared = a.ownership() == ownership::shared;
+      if (capture && is_shared == capture_pass) continue;
+      const std::uint64_t es = dtype_size(a.dtype());
+      const std::uint64_t step = std::max<std::uint64_t>(es, cb / es * es);
+      std::uint64_t off = 0;
+      std::uint32_t ci = 0;
+      while (off < a.num_bytes()) {
+        std::uint64_t n = std::min(step, a.num_bytes() - off);
+        if (cur.raw_bytes + n > cb) flush();
+        cur.pieces.push_back({static_cast<std::uint32_t>(i), ci++, off, n});
+        cur.raw_bytes += n;
+        off += n;
+      }
+    }
+    flush();
+  }
+  return units;
+}
+
+// The staging buffer of one uncaptured write unit: its encoded bytes at worst, padded for
+// O_DIRECT.
+std::uint64_t save_slab_bytes(std::uint64_t chunk_bytes) {
+  return detail::buffer_pool::size_class(
+      align_up(format::encode_bound(std::max<std::uint64_t>(chunk_bytes, 4096)), io_align) +
+      io_align);
+}
+
+// The staging bytes a unit holds: a captured unit is encoded in place and never outgrows its
+// raw bytes (padded), an uncaptured one may need room for a compressed piece's worst case.
+std::uint64_t unit_buffer_bytes(const unit& u, std::uint64_t slab_bytes) {
+  return u.needs_capture ? detail::buffer_pool::size_class(align_up(u.raw_bytes, io_align))
+                         : slab_bytes;
+}
+
+// A differential save's test of one piece against the base's chunk: hashes the raw bytes
+// (recorded either way) and marks the piece shared when they are the base's. (Hash alone: in
+// a fine-tuning save most chunks are unchanged, and a checksum of those would be wasted.)
+bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw) {
+  if (!pc.base) return false;
+  auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+  ce.hash = format::hash128(raw);
+  ce.hashed = true;
+  pc.shared = ce.hash == pc.base->hash;
+  return pc.shared;
+}
+
+// A captured unit is encoded in place: pieces are compacted towards the front, and since the
+// stored cursor never passes the raw one and a compressed piece is never larger than its raw
+// bytes, writing piece p never touches the raw bytes of a later piece.
+void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
+                     const format::codec_policy& policy, bool hash, aligned_buffer& buf) {
+  std::byte* base = buf.data();
+  std::uint64_t cursor = 0, raw_cursor = 0;
+  for (std::size_t p = 0; p < un.pieces.size(); ++p) {
+    const piece& pc = un.pieces[p];
+    if (pc.shared) continue;  // (never captured)
+    const ckpt::array& a = leaves[pc.leaf].array;
+    std::span<const std::byte> src(base + raw_cursor, pc.raw_size);
+    raw_cursor += pc.raw_size;
+    const std::size_t es = dtype_size(a.dtype());
+    format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
+    std::size_t stored = 0;
+    if (c != format::codec::raw) {
+      // (Hashed now: the compressed bytes may overwrite the raw ones below.)
+      auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+      if (hash && !ce.hashed) {
+        ce.hash = format::hash128(src);
+        ce.hashed = true;
+      }
+      thread_local std::vector<std::byte> scratch;
+      if (scratch.size() < format::encode_bound(src.size())) {
+        scratch.resize(format::encode_bound(src.size()));
+      }
+      stored = format::encode_chunk(c, src, es, scratch, policy.min_ratio);
+      if (stored > src.size()) stored = 0;  // (min_ratio < 1) must not outgrow its slot
+      if (stored) std::memcpy(base + cursor, scratch.data(), stored);
+    }
+    if (stored == 0) {
+      c = format::codec::raw;
+      if (base + cursor != src.data()) std::memmove(base + cursor, src.data(), src.size());
+      stored = src.size();
+    }
+    record_chunk(ix, pc, c, stored, {base + cursor, stored}, src, hash);
+    un.rel_offsets[p] = cursor;
+    cursor += stored;
+  }
+  // O_DIRECT pads every unit to the alignment; the padding is zeros.
+  const std::uint64_t padded = align_up(cursor, io_align);
+  std::memset(base + cursor, 0, padded - cursor);
+  buf.resize(padded);
+  un.extent = padded;
+  un.out = {{0, buf.span(), false}};
+}
+
+// An uncaptured unit: raw pieces that start page-aligned in the leaf's memory are written from
+// there (their whole pages; a partial last page is copied into the staging buffer, where the
+// next pieces follow it); everything else is encoded or copied into the staging buffer, taken
+// only when a piece needs it. Before each write from the leaf's memory the staging run so far
+// is closed with zero padding, so that every write starts and ends aligned.
+void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
+                       const format::codec_policy& policy, bool hash, aligned_buffer& buf,
+                       detail::buffer_pool& pool, std::size_t slab_bytes) {
+  std::uint64_t cursor = 0;     // unit-relative file position
+  std::uint64_t fill = 0;       // bytes used in `buf`
+  std::uint64_t run_rel = 0;    // file position of buf's open run
+  std::uint64_t run_start = 0;  // where in buf that run starts
+  bool run_open = false;
+  auto staging = [&]() -> std::byte* {
+    if (buf.capacity() == 0) buf = pool.take(slab_bytes);
+    if (!run_open) {
+      run_open = true;
+      run_rel = cursor;
+      run_start = fill;
+    }
+    return buf.data() + fill;
+  };
+  auto close_run = [&] {
+    if (!run_open) return;
+    const std::uint64_t padded = align_up(fill, io_align);
+    std::memset(buf.data() + fill, 0, padded - fill);
+    un.out.push_back(
+        {run_rel, std::span<const std::byte>(buf.data() + run_start, padded - run_start)});
+    cursor = run_rel + (padded - run_start);
+    fill = padded;
+    run_open = false;
+  };
+  for (std::size_t p = 0; p < un.pieces.size(); ++p) {
+    piece& pc = un.pieces[p];
+    const ckpt::array& a = leaves[pc.leaf].array;
+    const std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
+    // Compared with the base first: an unchanged chunk costs one hash pass, no codec choice.
+    if (same_as_base(ix, pc, src)) continue;
+    const std::size_t es = dtype_size(a.dtype());
+    format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
+    const bool direct = c == format::codec::raw && src.size() >= direct_min &&
+                        reinterpret_cast<std::uintptr_t>(src.data()) % io_align == 0;
+    if (direct) {
+      close_run();
+      const std::uint64_t whole = src.size() / io_align * io_align;
+      un.out.push_back({cursor, src.first(whole), true});
+      record_chunk(ix, pc, c, src.size(), src, src, hash);
+      un.rel_offsets[p] = cursor;
+      cursor += whole;
+      if (whole < src.size()) {
+        std::byte* dst = staging();
+        std::memcpy(dst, src.data() + whole, src.size() - whole);
+        fill += src.size() - whole;
+        cursor += src.size() - whole;
+      }
+      continue;
+    }
+    std::byte* dst = staging();
+    const std::uint64_t room = buf.capacity() - fill;
+    std::size_t stored = 0;
+    if (c != format::codec::raw && room >= format::encode_bound(src.size())) {
+      stored =
+          format::encode_chunk(c, src, es, {dst, static_cast<std::size_t>(room)}, policy.min_ratio);
+      if (stored > src.size()) stored = 0;  // (min_ratio < 1): raw is what always fits
+    }
+    if (stored == 0) {
+      c = format::codec::raw;
+      std::memcpy(dst, src.data(), src.size());
+      stored = src.size();
+    }
+    record_chunk(ix, pc, c, stored, {dst, stored}, src, hash);
+    un.rel_offsets[p] = cursor;
+    fill += stored;
+    cursor += stored;
+  }
+  close_run();
+  un.extent = cursor;
+}
+
+}  // namespace ckpt::pipeline
