@@ -59,6 +59,7 @@ inline std::vector<global_leaf> make_globals(std::uint64_t seed = 1) {
       {"empty", dtype::f32, {0, 8}, {}},       // no bytes
       {"sparse", dtype::f32, {512, 300}, {}},  // mostly zeros: LZ4 chunks
       {"a~1b/c", dtype::u8, {37}, {}},         // a key "a/b"
+      {"runs", dtype::f32, {96, 1024}, {}},    // 4 KiB rows, most zero or 1.5: fill runs
   };
   for (std::size_t i = 0; i < g.size(); ++i) {
     const auto n = byte_size(g[i].dtype, g[i].shape).value();
@@ -66,6 +67,20 @@ inline std::vector<global_leaf> make_globals(std::uint64_t seed = 1) {
     if (g[i].path == "sparse") {
       for (std::size_t b = 0; b < n; ++b)
         if ((b / 4) % 97 != 0) g[i].bytes[b] = 0;
+    }
+    if (g[i].path == "runs") {
+      // Rows of zeros and rows of 1.5f, in runs of several rows, and some random rows.
+      const float one_and_half = 1.5f;
+      for (std::size_t row = 0; row < 96; ++row) {
+        const std::size_t kind = (row / 5 + row % 3) % 4;  // 0, 1: zero; 2: 1.5; 3: random
+        for (std::size_t e = 0; kind != 3 && e < 1024; ++e) {
+          if (kind == 2) {
+            std::memcpy(&g[i].bytes[(row * 1024 + e) * 4], &one_and_half, 4);
+          } else {
+            std::memset(&g[i].bytes[(row * 1024 + e) * 4], 0, 4);
+          }
+        }
+      }
     }
   }
   return g;

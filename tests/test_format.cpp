@@ -452,7 +452,7 @@ TEST_CASE("index round trip: files, leaves, dict/list/None, unicode and escaped 
   w.chunks.push_back(chunk(1, 4096, 3000, 4096, fmt::codec::shuffle_lz4, 0xfedcba9876543210ULL));
 
   std::string json = fmt::encode_index(ix);
-  CHECK(json.rfind(R"({"format":"ckpt-index","version":[1,1],"files":[{"name":"data-00000.bin",)",
+  CHECK(json.rfind(R"({"format":"ckpt-index","version":[1,2],"files":[{"name":"data-00000.bin",)",
                    0) == 0);
   auto r = parse(json);
   INFO(json);
@@ -516,13 +516,13 @@ TEST_CASE("index edge shapes: empty tree, None root, leaf root", "[format]") {
 
 TEST_CASE("index: newer minor versions are accepted, unknown keys ignored", "[format]") {
   auto json = fmt::encode_index(make_index(tree::dict({{"a", spec(dtype::f32, {2})}})));
-  auto newer = replaced(json, R"("version":[1,1])", R"("version":[1,7],"future":{"x":[1,2]})");
+  auto newer = replaced(json, R"("version":[1,2])", R"("version":[1,7],"future":{"x":[1,2]})");
   newer = replaced(newer, R"("dtype":"f32")", R"("dtype":"f32","future_leaf_key":true)");
   auto r = parse(newer);
   REQUIRE(r);
   CHECK(r.value().leaves.size() == 1);
   // The same keys at our own version are corrupt.
-  auto same = replaced(json, R"("version":[1,1])", R"("version":[1,1],"future":1)");
+  auto same = replaced(json, R"("version":[1,2])", R"("version":[1,2],"future":1)");
   auto bad = parse(same);
   REQUIRE_FALSE(bad);
   CHECK(bad.error() == errc::corrupt);
@@ -803,8 +803,8 @@ TEST_CASE("malformed commit markers are refused", "[format]") {
   };
   std::vector<bad_case> cases = {
       {R"("ckpt-commit")", R"("ckpt-index")", errc::corrupt, "\"ckpt-index\""},
-      {"[1,1]", "[2,0]", errc::unsupported_version, "2.0"},
-      {R"("version":[1,1],)", "", errc::corrupt, "version"},
+      {"[1,2]", "[2,0]", errc::unsupported_version, "2.0"},
+      {R"("version":[1,2],)", "", errc::corrupt, "version"},
       {R"("index":)", R"("indx":)", errc::corrupt, "missing key \"index\""},
       {R"(,"stored_bytes":0)", "", errc::corrupt, "stored_bytes"},
       {R"("xxh3":"0000000000000000")", R"("xxh3":"000000000000000")", errc::corrupt, "checksum"},
@@ -833,7 +833,7 @@ TEST_CASE("malformed commit markers are refused", "[format]") {
     CHECK(r.error() == errc::corrupt);
   }
   // A newer minor version with extra keys is fine.
-  auto newer = replaced(replaced(good, "[1,1]", "[1,3]"), R"("created_unix_ns")",
+  auto newer = replaced(replaced(good, "[1,2]", "[1,3]"), R"("created_unix_ns")",
                         R"("extra":{"a":[1]},"created_unix_ns")");
   CHECK(parse_c(newer));
 }

@@ -255,7 +255,7 @@ TEST_CASE("inspect: show golden", "[inspect]") {
   CHECK(r.rc == 0);
   CHECK(r.err.empty());
   CHECK(normalise(r.out) == R"(checkpoint ck
-  format 1.1, created TIME
+  format 1.2, created TIME
 
   PATH     DTYPE  SHAPE      LOGICAL   STORED  RATIO  CODECS
   params   dict   3 keys    12.1 KiB  4.2 KiB   2.85
@@ -288,7 +288,7 @@ job config {
   CHECK(r.rc == 0);
   CHECK(
       normalise_json(r.out) ==
-      R"({"path":"ck","version":[1,1],"created_unix_ns":"X","logical_bytes":12372,"stored_bytes":20480,"ratio":2.8441379310344828E0,"num_leaves":5,"num_chunks":6,"files":[{"name":"data-00000.bin","size":20480}],"tree":{"kind":"dict","items":[["params",{"kind":"dict","items":[["w",{"kind":"leaf","leaf":0}],["b",{"kind":"leaf","leaf":1}],["noise",{"kind":"leaf","leaf":2}]]}],["layers",{"kind":"list","elements":[{"kind":"dict","items":[["k",{"kind":"leaf","leaf":3}]]},{"kind":"none"}]}],["step",{"kind":"leaf","leaf":4}]]},"leaves":[{"path":"params/w","dtype":"f32","shape":[64,32],"logical_bytes":8192,"stored_bytes":222,"ratio":3.69009009009009E1,"num_chunks":2,"codecs":{"raw":0,"lz4":0,"shuffle-lz4":2}},{"path":"params/b","dtype":"bf16","shape":[32],"logical_bytes":64,"stored_bytes":12,"ratio":5.333333333333333E0,"num_chunks":1,"codecs":{"raw":0,"lz4":1,"shuffle-lz4":0}},{"path":"params/noise","dtype":"f32","shape":[1024],"logical_bytes":4096,"stored_bytes":4096,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}},{"path":"layers/0/k","dtype":"i32","shape":[3],"logical_bytes":12,"stored_bytes":12,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}},{"path":"step","dtype":"i64","shape":[],"logical_bytes":8,"stored_bytes":8,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}}],"metadata":{"step":7,"note":"fixture"},"job":{"spec":{"job_name":"fixture"},"config":{"lr":5E-1}}})");
+      R"({"path":"ck","version":[1,2],"created_unix_ns":"X","logical_bytes":12372,"stored_bytes":20480,"ratio":2.8441379310344828E0,"num_leaves":5,"num_chunks":6,"files":[{"name":"data-00000.bin","size":20480}],"tree":{"kind":"dict","items":[["params",{"kind":"dict","items":[["w",{"kind":"leaf","leaf":0}],["b",{"kind":"leaf","leaf":1}],["noise",{"kind":"leaf","leaf":2}]]}],["layers",{"kind":"list","elements":[{"kind":"dict","items":[["k",{"kind":"leaf","leaf":3}]]},{"kind":"none"}]}],["step",{"kind":"leaf","leaf":4}]]},"leaves":[{"path":"params/w","dtype":"f32","shape":[64,32],"logical_bytes":8192,"stored_bytes":222,"ratio":3.69009009009009E1,"num_chunks":2,"codecs":{"raw":0,"lz4":0,"shuffle-lz4":2}},{"path":"params/b","dtype":"bf16","shape":[32],"logical_bytes":64,"stored_bytes":12,"ratio":5.333333333333333E0,"num_chunks":1,"codecs":{"raw":0,"lz4":1,"shuffle-lz4":0}},{"path":"params/noise","dtype":"f32","shape":[1024],"logical_bytes":4096,"stored_bytes":4096,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}},{"path":"layers/0/k","dtype":"i32","shape":[3],"logical_bytes":12,"stored_bytes":12,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}},{"path":"step","dtype":"i64","shape":[],"logical_bytes":8,"stored_bytes":8,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}}],"metadata":{"step":7,"note":"fixture"},"job":{"spec":{"job_name":"fixture"},"config":{"lr":5E-1}}})");
 
   r = inspect("show ck --leaf params/w", d.path());
   CHECK(r.rc == 0);

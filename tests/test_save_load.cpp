@@ -110,8 +110,10 @@ TEST_CASE("codec decisions are recorded per chunk", "[save][codec]") {
   auto ix = read_index(dir / "c");
   for (const auto& le : ix.leaves) {
     if (le.path == "zeros") {
-      for (const auto& c : le.chunks)
-        CHECK(c.codec != ckpt::format::codec::raw);
+      for (const auto& c : le.chunks) {
+        // Whole zero pages are fill runs (nothing stored for them), anything else compressed.
+        CHECK((c.codec != ckpt::format::codec::raw || (!c.runs.empty() && c.stored_size == 0)));
+      }
     }
     if (le.path == "big") {
       REQUIRE(le.chunks.size() >= 4);
@@ -123,8 +125,10 @@ TEST_CASE("codec decisions are recorded per chunk", "[save][codec]") {
   raw.compress = false;
   REQUIRE(ckpt::save_blocking(dir / "raw", t, {}, raw));
   for (const auto& le : read_index(dir / "raw").leaves) {
-    for (const auto& c : le.chunks)
+    for (const auto& c : le.chunks) {
       CHECK(c.codec == ckpt::format::codec::raw);
+      CHECK(c.runs.empty());  // (no fill runs either: compress=false stores every byte)
+    }
   }
   CHECK(ckpt::load_blocking(dir / "raw").value().tree == t);
 }

@@ -454,4 +454,17 @@ result<void> decode_chunk(codec c, std::span<const std::byte> stored, std::size_
   return fail(errc::corrupt, "unknown codec " + std::to_string(static_cast<int>(c)));
 }
 
+result<void> decode_chunk(codec c, std::span<const std::byte> stored, std::size_t element_size,
+                          std::span<const fill_run> runs, std::span<std::byte> dst) {
+  if (runs.empty()) return decode_chunk(c, stored, element_size, dst);
+  const std::uint64_t covered = run_bytes(runs);
+  if (covered > dst.size()) {
+    return fail(errc::corrupt, "fill runs of " + size_text(covered) + " bytes exceed the chunk's " +
+                                   size_text(dst.size()));
+  }
+  CKPT_TRY(decode_chunk(c, stored, element_size, dst.first(dst.size() - covered)));
+  scatter_rest(dst, runs, element_size);
+  return success();
+}
+
 }  // namespace ckpt::format

@@ -1,6 +1,8 @@
 // Chunk codecs: how one chunk of a leaf's bytes is stored, and its checksum. Internal header.
 #pragma once
 
+#include "format/runs.hpp"
+
 #include <ckpt/error.hpp>
 
 #include <cstddef>
@@ -78,6 +80,11 @@ std::size_t encode_chunk(codec c, std::span<const std::byte> src, std::size_t el
 /// partial silent result). Thread-safe.
 result<void> decode_chunk(codec c, std::span<const std::byte> stored, std::size_t element_size,
                           std::span<std::byte> dst);
+
+/// decode_chunk of a chunk with fill runs (1.2): the stored bytes decode to the rest, which is
+/// then spread over `dst` around the runs, and the runs filled. No runs: decode_chunk.
+result<void> decode_chunk(codec c, std::span<const std::byte> stored, std::size_t element_size,
+                          std::span<const fill_run> runs, std::span<std::byte> dst);
 
 /// Byte shuffle: element i's byte b goes to b * n + i (n = elements). `dst.size() ==
 /// src.size()`, a multiple of element_size.

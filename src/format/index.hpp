@@ -5,6 +5,7 @@
 #pragma once
 
 #include "format/codec.hpp"
+#include "format/runs.hpp"
 
 #include <ckpt/array.hpp>
 #include <ckpt/dtype.hpp>
@@ -19,7 +20,7 @@
 namespace ckpt::format {
 
 inline constexpr std::uint32_t version_major = 1;
-inline constexpr std::uint32_t version_minor = 1;
+inline constexpr std::uint32_t version_minor = 2;
 
 /// File names inside a checkpoint directory.
 inline constexpr std::string_view index_file = "index.json";
@@ -41,6 +42,9 @@ struct chunk_entry {
   format::codec codec = format::codec::raw;
   bool hashed = false;  ///< `hash` recorded (1.1; a leaf records all its chunks' or none)
   raw_hash hash;        ///< XXH3-128 of the raw bytes: what a differential save compares
+  /// (1.2) Raw bytes that are one value repeated, not stored: the stored bytes decode to the
+  /// rest (raw_size - run_bytes(runs) bytes). All of the chunk: nothing stored, nothing read.
+  std::vector<fill_run> runs;
 };
 
 struct leaf_entry {

@@ -95,6 +95,7 @@ result<void> checker::check_chunks(std::uint64_t total_chunks) {
                             std::to_string(c.file) + " out of range (" +
                             std::to_string(ix_.files.size()) + " files)");
       }
+      if (c.stored_size == 0) continue;  // (all fill runs: nothing stored)
       const file_entry& fe = ix_.files[c.file];
       const std::uint64_t end = c.offset + c.stored_size;  // overflow checked at parse
       if (end > fe.size) {

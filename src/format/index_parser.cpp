@@ -83,6 +83,12 @@ bool fast_byte_size(dtype t, std::span<const std::int64_t> extents, std::uint64_
   return true;
 }
 
+int hex_digit(char ch) noexcept {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  return -1;  // (lowercase only, like every hex string of the format)
+}
+
 /// `key == lit` with the literal's length known at compile time (so no call to memcmp).
 template <std::size_t N>
 bool is(std::string_view key, const char (&lit)[N]) noexcept {
@@ -152,6 +158,8 @@ class index_parser {
   bool parse_leaf(od::object& o, std::size_t li);
   bool parse_shape(od::value& v, std::size_t li, leaf_entry& le);
   bool parse_chunk(od::value& v, std::size_t li, leaf_entry& le);
+  template <class Where>
+  bool parse_runs(od::value& v, const Where& where, std::vector<fill_run>& runs);
   std::string leaf_name(std::size_t i) const { return detail::leaf_name(ix_.leaves, i); }
 
   const parse_limits& lim_;
@@ -159,6 +167,7 @@ class index_parser {
   json::error_sink sink{"index.json"};
   error err_;
   std::string unknown_;  ///< the first key not in this format version
+  json::version_t ver_;  ///< the index's version
   index ix_;
   std::uint64_t tree_leaves_ = 0;
   std::uint64_t inner_nodes_ = 0;
@@ -252,7 +261,7 @@ bool index_parser::read_version(od::document& doc, json::version_t& ver) {
 }
 
 result<index> index_parser::run(od::document& doc) {
-  json::version_t ver;
+  json::version_t& ver = ver_;
   if (!read_version(doc, ver)) return std::move(err_);
 
   constexpr unsigned k_format = 1, k_version = 2, k_files = 4, k_tree = 8, k_leaves = 16;
@@ -595,6 +604,13 @@ bool index_parser::parse_leaf(od::object& o, std::size_t li) {
                              " raw bytes, expected " + std::to_string(le.num_bytes) + " for " +
                              std::string(dtype_name(le.dtype)) + shape_to_string(le.shape)));
   }
+  for (std::size_t c = 0; c < le.chunks.size(); ++c) {
+    if (le.chunks[c].runs.empty()) continue;
+    if (auto r = check_runs(le.chunks[c].runs, le.chunks[c].raw_size, dtype_size(le.dtype)); !r) {
+      return fail(sink.corrupt(leaf_name(li) + ": chunk " + std::to_string(c) + ": " +
+                               r.error().message()));
+    }
+  }
   return true;
 }
 
@@ -628,11 +644,12 @@ bool index_parser::parse_shape(od::value& v, std::size_t li, leaf_entry& le) {
 
 bool index_parser::parse_chunk(od::value& v, std::size_t li, leaf_entry& le) {
   auto where = [&] { return leaf_name(li) + ": chunk " + std::to_string(le.chunks.size()); };
-  constexpr std::string_view layout = "[file, offset, stored, raw, codec, xxh3]";
+  constexpr std::string_view layout = "[file, offset, stored, raw, codec, xxh3(, runs)]";
   od::array a;
   CKPT_OD(v.get_array().get(a), where(), layout);
   std::uint64_t u[4] = {};
   std::string_view codec_s, hex_s;
+  chunk_entry c;
   std::size_t n = 0;
   for (auto x : a) {
     if (n < 4) {
@@ -642,16 +659,24 @@ bool index_parser::parse_chunk(od::value& v, std::size_t li, leaf_entry& le) {
       CKPT_OD(x.get_string().get(codec_s), where(), "a codec name string");
     } else if (n == 5) {
       CKPT_OD(x.get_string().get(hex_s), where(), "a checksum string");
+    } else if (n == 6) {
+      if (ver_.minor < 2) {
+        return fail(sink.corrupt(where() + ": fill runs in a version " +
+                                 std::to_string(ver_.major) + "." + std::to_string(ver_.minor) +
+                                 " index (they are 1.2)"));
+      }
+      od::value rv;
+      CKPT_OD(std::move(x).get(rv), where(), "a list of runs");
+      if (!parse_runs(rv, where, c.runs)) return false;
     } else {
-      return fail(sink.corrupt(where() + ": more than 6 elements"));
+      return fail(sink.corrupt(where() + ": more than 7 elements"));
     }
     ++n;
   }
-  if (n != 6) {
+  if (n != 6 && n != 7) {
     return fail(sink.corrupt(where() + ": expected " + std::string(layout) + ", got " +
                              std::to_string(n) + " elements"));
   }
-  chunk_entry c;
   if (u[0] > std::numeric_limits<std::uint32_t>::max()) {
     return fail(sink.corrupt(where() + ": file index " + std::to_string(u[0]) + " out of range"));
   }
@@ -669,24 +694,77 @@ bool index_parser::parse_chunk(od::value& v, std::size_t li, leaf_entry& le) {
     if (!h) return fail(sink.corrupt(where() + ": " + h.error().message()));
     c.xxh3 = h.value();
   }
-  if (c.raw_size == 0 || c.stored_size == 0) {
-    return fail(sink.corrupt(where() + ": empty chunk (stored " + std::to_string(c.stored_size) +
-                             ", raw " + std::to_string(c.raw_size) + ")"));
+  if (c.raw_size == 0) return fail(sink.corrupt(where() + ": empty chunk (raw 0)"));
+  // The runs' order and bounds now (their element size once the leaf's dtype is known).
+  if (auto r = check_runs(c.runs, c.raw_size, 0); !r) {
+    return fail(sink.corrupt(where() + ": " + r.error().message()));
   }
-  if (c.codec == codec::raw && c.stored_size != c.raw_size) {
+  const std::uint64_t rest = c.raw_size - run_bytes(c.runs);
+  if (rest == 0) {
+    if (c.stored_size != 0 || c.codec != codec::raw || c.offset != 0) {
+      return fail(sink.corrupt(where() + ": runs cover the chunk, so it must be [file, 0, 0, " +
+                               std::to_string(c.raw_size) + ", \"raw\", ...]"));
+    }
+  } else if (c.stored_size == 0) {
+    return fail(
+        sink.corrupt(where() + ": empty chunk (stored 0, raw " + std::to_string(c.raw_size) + ")"));
+  }
+  if (c.codec == codec::raw && c.stored_size != rest) {
     return fail(sink.corrupt(where() + ": raw chunk stores " + std::to_string(c.stored_size) +
-                             " bytes for " + std::to_string(c.raw_size) + " raw bytes"));
+                             " bytes for " + std::to_string(rest) + " raw bytes"));
   }
-  if (c.codec != codec::raw &&
-      (c.raw_size > max_lz4_chunk || c.stored_size > encode_bound(c.raw_size))) {
+  if (c.codec != codec::raw && (rest > max_lz4_chunk || c.stored_size > encode_bound(rest))) {
     return fail(sink.corrupt(where() + ": " + std::string(codec_name(c.codec)) + " chunk of " +
                              std::to_string(c.stored_size) + " stored bytes for " +
-                             std::to_string(c.raw_size) + " raw bytes is impossible"));
+                             std::to_string(rest) + " raw bytes is impossible"));
   }
   if (c.offset > std::numeric_limits<std::uint64_t>::max() - c.stored_size) {
     return fail(sink.corrupt(where() + ": offset + size overflows"));
   }
-  le.chunks.push_back(c);
+  le.chunks.push_back(std::move(c));
+  return true;
+}
+
+template <class Where>
+bool index_parser::parse_runs(od::value& v, const Where& where, std::vector<fill_run>& runs) {
+  constexpr std::string_view layout = "runs [[start, length(, \"fill hex\")], ...]";
+  od::array a;
+  CKPT_OD(v.get_array().get(a), where(), layout);
+  for (auto el : a) {
+    od::array ra;
+    CKPT_OD(el.get_array().get(ra), where(), layout);
+    fill_run r;
+    std::size_t n = 0;
+    for (auto x : ra) {
+      if (n < 2) {
+        CKPT_OD(x.get_uint64().get(n == 0 ? r.start : r.length), where(), layout);
+      } else if (n == 2) {
+        std::string_view hex;
+        CKPT_OD(x.get_string().get(hex), where(), layout);
+        const std::size_t w = hex.size() / 2;
+        if (hex.size() % 2 != 0 || (w != 1 && w != 2 && w != 4 && w != 8)) {
+          return fail(sink.corrupt(where() + ": run fill " + shown(hex) +
+                                   " is not 1, 2, 4 or 8 bytes of hex"));
+        }
+        std::byte bytes[8] = {};
+        for (std::size_t i = 0; i < w; ++i) {
+          const int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+          if (hi < 0 || lo < 0) {
+            return fail(sink.corrupt(where() + ": run fill " + shown(hex) + " is not hex"));
+          }
+          bytes[i] = static_cast<std::byte>(hi * 16 + lo);
+        }
+        std::memcpy(&r.fill, bytes, 8);
+        r.width = static_cast<std::uint8_t>(w);
+      } else {
+        return fail(sink.corrupt(where() + ": a run has more than 3 elements"));
+      }
+      ++n;
+    }
+    if (n < 2) return fail(sink.corrupt(where() + ": expected " + std::string(layout)));
+    runs.push_back(r);
+  }
+  if (runs.empty()) return fail(sink.corrupt(where() + ": an empty list of runs"));
   return true;
 }
 

@@ -16,6 +16,31 @@ namespace {
 using json::append_u64;
 using json::append_version;
 
+/// A chunk's runs (1.2): [[start,length],...] for zeros, [start,length,"hex"] for a value.
+void append_runs(std::string& out, const std::vector<fill_run>& runs) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += ",[";
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const fill_run& r = runs[i];
+    if (i) out += ',';
+    out += '[';
+    append_u64(out, r.start);
+    out += ',';
+    append_u64(out, r.length);
+    if (r.width != 0) {
+      out += ",\"";
+      for (unsigned b = 0; b < r.width; ++b) {
+        const auto byte = static_cast<unsigned>((r.fill >> (8 * b)) & 0xff);
+        out += hex[byte >> 4];
+        out += hex[byte & 15];
+      }
+      out += '"';
+    }
+    out += ']';
+  }
+  out += ']';
+}
+
 void append_i64(std::string& out, std::int64_t v) {
   char buf[24];
   auto r = std::to_chars(buf, buf + sizeof buf, v);
@@ -147,8 +172,11 @@ tree structure(const index& ix) {
 std::string encode_index(const index& ix) {
   std::string out;
   std::size_t estimate = 128 + ix.files.size() * 48;
-  for (const auto& le : ix.leaves)
+  for (const auto& le : ix.leaves) {
     estimate += 64 + 2 * le.path.size() + le.chunks.size() * 64;
+    for (const auto& c : le.chunks)
+      estimate += c.runs.size() * 24;
+  }
   out.reserve(estimate);
   out += "{\"format\":\"ckpt-index\",";
   append_version(out);
@@ -202,7 +230,9 @@ std::string encode_index(const index& ix) {
       out += codec_name(ch.codec);
       out += "\",\"";
       out += checksum_hex(ch.xxh3);
-      out += "\"]";
+      out += '"';
+      if (!ch.runs.empty()) append_runs(out, ch.runs);
+      out += ']';
     }
     out += ']';
     if (!le.chunks.empty() && std::all_of(le.chunks.begin(), le.chunks.end(),

@@ -28,14 +28,19 @@ std::vector<extent> plan_extents(const format::index& ix, std::span<const select
     bool alone;
   };
   std::map<std::uint32_t, std::vector<ref>> by_file;
+  std::vector<extent> zero;
   for (std::uint32_t si = 0; si < sels.size(); ++si) {
     const auto& le = ix.leaves[sels[si].leaf];
     const std::uint32_t end =
         std::min<std::uint32_t>(sels[si].end_chunk, static_cast<std::uint32_t>(le.chunks.size()));
     for (std::uint32_t ci = sels[si].first_chunk; ci < end; ++ci) {
       const auto& c = le.chunks[ci];
-      if (readable && !(*readable)[c.file]) continue;
       const chunk_ref cr{si, ci};
+      if (c.stored_size == 0) {  // all fill runs: an extent of nothing to read
+        zero.push_back({c.file, 0, 0, {cr}});
+        continue;
+      }
+      if (readable && !(*readable)[c.file]) continue;
       by_file[c.file].push_back({c.offset, c.offset + c.stored_size, cr, alone && alone(cr)});
     }
   }
@@ -62,6 +67,7 @@ std::vector<extent> plan_extents(const format::index& ix, std::span<const select
   }
   std::stable_sort(out.begin(), out.end(),
                    [](const extent& a, const extent& b) { return a.start < b.start; });
+  out.insert(out.end(), std::make_move_iterator(zero.begin()), std::make_move_iterator(zero.end()));
   return out;
 }
 

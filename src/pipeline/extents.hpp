@@ -51,7 +51,8 @@ struct extent {
 /// The selected chunks as extents: sorted by offset per file, merged across gaps of at most
 /// max_gap up to max_extent, files interleaved so that reads proceed on all of them at once.
 /// Chunks of files not `readable` (when given) are left out; chunks `alone` says true for get
-/// an extent of their own.
+/// an extent of their own. A chunk that stores nothing (fill runs only) gets an extent of
+/// length 0 of its own, at the end: nothing to read, only to decode.
 std::vector<extent> plan_extents(const format::index& ix, std::span<const selection> sels,
                                  const std::vector<bool>* readable = nullptr,
                                  const std::function<bool(const chunk_ref&)>& alone = {});

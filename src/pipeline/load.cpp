@@ -244,7 +244,7 @@ struct reader : std::enable_shared_from_this<reader> {
       if (check_only) continue;
       const std::uint64_t raw_off = raw_offset(le, ci);
       if (t.sink) {
-        if (c.codec == format::codec::raw) {
+        if (c.codec == format::codec::raw && c.runs.empty()) {
           t.sink->sink(raw_off, stored);
           continue;
         }
@@ -256,13 +256,13 @@ struct reader : std::enable_shared_from_this<reader> {
                                                 std::to_string(c.raw_size) + " bytes");
         }
         std::span<std::byte> raw(scratch.data(), c.raw_size);
-        auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype), raw);
+        auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype), c.runs, raw);
         if (!r) return fail(std::move(r).error().with_context(where_chunk(le, ci)));
         t.sink->sink(raw_off, raw);
         continue;
       }
       written[ref.sel].store(true, std::memory_order_relaxed);
-      auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype),
+      auto r = format::decode_chunk(c.codec, stored, dtype_size(le.dtype), c.runs,
                                     t.dest.subspan(raw_off, c.raw_size));
       if (!r) return fail(std::move(r).error().with_context(where_chunk(le, ci)));
     }
@@ -358,6 +358,9 @@ struct reader : std::enable_shared_from_this<reader> {
     auto& rti = detail::access::internals(*rt);
     if (extents[i].chunks.size() == 1 && into_place(extents[i].chunks[0])) {
       co_return co_await read_into_place(i);
+    }
+    if (extents[i].length == 0) {  // fill runs only: nothing to read
+      co_return co_await detail::run_on(rti.pool.get_executor(), decode_on_pool(i, {}));
     }
     // Staged: the extent's bytes in a buffer of the runtime's staging budget.
     const auto cost = detail::buffer_pool::size_class(extents[i].length);

@@ -420,6 +420,14 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
     for (std::size_t p = 0; p < un.pieces.size(); ++p) {
       const piece& pc = un.pieces[p];
       auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+      if (pc.shared && pc.base->stored_size == 0) {  // the base's fill runs: nothing to link
+        ce = *pc.base;
+        ce.file = static_cast<std::uint32_t>(f);
+        std::lock_guard l(stats_mutex);
+        stats.shared_bytes += pc.raw_size;
+        ++stats.shared_chunks;
+        continue;
+      }
       if (pc.shared) {
         // The base's bytes, through a hard link to the base's file that holds them.
         auto lf = link_base_file(pc.base->file);
@@ -435,7 +443,7 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
         continue;
       }
       ce.file = static_cast<std::uint32_t>(f);
-      ce.offset = off + un.rel_offsets[p];
+      ce.offset = ce.stored_size == 0 ? 0 : off + un.rel_offsets[p];  // (0: fill runs only)
     }
     co_await grow_file(f, off + un.extent);
     for (const segment& sg : un.out) {

@@ -12,7 +12,8 @@ namespace {
 
 // The chunk's entry once its stored bytes are final: sizes, codec, checksum and (when the save
 // records hashes and it is not known yet) the hash of its raw bytes, in the same pass over
-// memory as the checksum for a raw chunk.
+// memory as the checksum for a raw chunk without fill runs. (`raw` must still hold the raw
+// bytes when the hash is not known yet.)
 void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint64_t stored,
                   std::span<const std::byte> stored_bytes, std::span<const std::byte> raw,
                   bool hash) {
@@ -20,7 +21,7 @@ void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint
   ce.raw_size = pc.raw_size;
   ce.stored_size = stored;
   ce.codec = c;
-  if (hash && !ce.hashed && c == format::codec::raw) {
+  if (hash && !ce.hashed && c == format::codec::raw && ce.runs.empty()) {
     ce.hash = format::hash128_and_checksum(stored_bytes, ce.xxh3);
     ce.hashed = true;
     return;
@@ -96,9 +97,46 @@ bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw) 
   return pc.shared;
 }
 
+namespace {
+
+// The fill runs worth recording for a piece (docs/FORMAT.md "Fill runs"): when the save
+// compresses, and when they cover at least an eighth of it (below that, gathering the rest
+// costs more than the bytes it saves).
+std::vector<format::fill_run> runs_of(std::span<const std::byte> raw, std::size_t es,
+                                      const format::codec_policy& policy) {
+  if (!policy.compress || raw.size() < format::run_page) return {};
+  auto runs = format::find_runs(raw, es);
+  if (format::run_bytes(runs) * 8 < raw.size()) runs.clear();
+  return runs;
+}
+
+// The chunk's raw hash now, while its raw bytes are intact (a later step overwrites them).
+void hash_now(format::chunk_entry& ce, std::span<const std::byte> raw, bool hash) {
+  if (!hash || ce.hashed) return;
+  ce.hash = format::hash128(raw);
+  ce.hashed = true;
+}
+
+// Encodes `rest` with `c` into `dst` (which may be rest.data()) through a per-thread scratch
+// buffer; 0 when compression does not pay (the caller stores it raw).
+std::size_t encode_through_scratch(format::codec c, std::span<const std::byte> rest, std::size_t es,
+                                   const format::codec_policy& policy, std::byte* dst) {
+  thread_local std::vector<std::byte> scratch;
+  if (scratch.size() < format::encode_bound(rest.size())) {
+    scratch.resize(format::encode_bound(rest.size()));
+  }
+  std::size_t stored = format::encode_chunk(c, rest, es, scratch, policy.min_ratio);
+  if (stored > rest.size()) stored = 0;  // (min_ratio < 1) must not outgrow its slot
+  if (stored) std::memcpy(dst, scratch.data(), stored);
+  return stored;
+}
+
+}  // namespace
+
 // A captured unit is encoded in place: pieces are compacted towards the front, and since the
-// stored cursor never passes the raw one and a compressed piece is never larger than its raw
-// bytes, writing piece p never touches the raw bytes of a later piece.
+// stored cursor never passes the raw one and a piece's stored bytes (its rest after fill runs,
+// compressed or not) are never more than its raw bytes, writing piece p never touches the raw
+// bytes of a later piece.
 void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
                      const format::codec_policy& policy, bool hash, aligned_buffer& buf) {
   std::byte* base = buf.data();
@@ -107,32 +145,28 @@ void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::ind
     const piece& pc = un.pieces[p];
     if (pc.shared) continue;  // (never captured)
     const ckpt::array& a = leaves[pc.leaf].array;
-    std::span<const std::byte> src(base + raw_cursor, pc.raw_size);
+    auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+    const std::span<const std::byte> raw(base + raw_cursor, pc.raw_size);
     raw_cursor += pc.raw_size;
     const std::size_t es = dtype_size(a.dtype());
-    format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
+    std::span<const std::byte> rest = raw;
+    ce.runs = runs_of(raw, es, policy);
+    if (!ce.runs.empty()) {
+      hash_now(ce, raw, hash);
+      rest = {base + cursor, format::gather_rest(raw, ce.runs, base + cursor)};
+    }
+    format::codec c = format::choose_codec(rest, es, is_floating(a.dtype()), policy);
     std::size_t stored = 0;
     if (c != format::codec::raw) {
-      // (Hashed now: the compressed bytes may overwrite the raw ones below.)
-      auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
-      if (hash && !ce.hashed) {
-        ce.hash = format::hash128(src);
-        ce.hashed = true;
-      }
-      thread_local std::vector<std::byte> scratch;
-      if (scratch.size() < format::encode_bound(src.size())) {
-        scratch.resize(format::encode_bound(src.size()));
-      }
-      stored = format::encode_chunk(c, src, es, scratch, policy.min_ratio);
-      if (stored > src.size()) stored = 0;  // (min_ratio < 1) must not outgrow its slot
-      if (stored) std::memcpy(base + cursor, scratch.data(), stored);
+      hash_now(ce, raw, hash);  // (the compressed bytes may overwrite the raw ones)
+      stored = encode_through_scratch(c, rest, es, policy, base + cursor);
     }
     if (stored == 0) {
       c = format::codec::raw;
-      if (base + cursor != src.data()) std::memmove(base + cursor, src.data(), src.size());
-      stored = src.size();
+      if (base + cursor != rest.data()) std::memmove(base + cursor, rest.data(), rest.size());
+      stored = rest.size();
     }
-    record_chunk(ix, pc, c, stored, {base + cursor, stored}, src, hash);
+    record_chunk(ix, pc, c, stored, {base + cursor, stored}, raw, hash);
     un.rel_offsets[p] = cursor;
     cursor += stored;
   }
@@ -183,6 +217,30 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
     // Compared with the base first: an unchanged chunk costs one hash pass, no codec choice.
     if (same_as_base(ix, pc, src)) continue;
     const std::size_t es = dtype_size(a.dtype());
+    auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
+    ce.runs = runs_of(src, es, policy);
+    if (!ce.runs.empty()) {
+      // Fill runs: the rest gathered into the staging buffer and encoded there.
+      hash_now(ce, src, hash);
+      std::size_t stored = 0;
+      format::codec c = format::codec::raw;
+      std::byte* dst = nullptr;
+      if (format::run_bytes(ce.runs) < src.size()) {
+        dst = staging();
+        const std::span<const std::byte> rest(dst, format::gather_rest(src, ce.runs, dst));
+        c = format::choose_codec(rest, es, is_floating(a.dtype()), policy);
+        if (c != format::codec::raw) stored = encode_through_scratch(c, rest, es, policy, dst);
+        if (stored == 0) {
+          c = format::codec::raw;
+          stored = rest.size();
+        }
+      }
+      record_chunk(ix, pc, c, stored, {dst, stored}, src, hash);
+      un.rel_offsets[p] = cursor;
+      fill += stored;
+      cursor += stored;
+      continue;
+    }
     format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
     const bool direct = c == format::codec::raw && src.size() >= direct_min &&
                         reinterpret_cast<std::uintptr_t>(src.data()) % io_align == 0;
