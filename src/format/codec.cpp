@@ -231,23 +231,46 @@ raw_hash hash128(std::span<const std::byte> bytes) noexcept {
   return {h.low64, h.high64};
 }
 
-raw_hash hash128_and_checksum(std::span<const std::byte> bytes, std::uint64_t& xxh3) noexcept {
-  constexpr std::size_t block = 256u << 10;
-  if (bytes.size() <= block) {
-    xxh3 = checksum(bytes);
-    return hash128(bytes);
+chunk_scan scan_chunk(std::span<const std::byte> raw, std::size_t es, bool runs, bool hash) {
+  constexpr std::size_t block = 256u << 10;  // (a multiple of run_page)
+  chunk_scan out;
+  if (raw.size() <= block) {
+    if (runs) out.runs = find_runs(raw, es);
+    if (out.runs.empty()) out.xxh3 = checksum(raw);
+    out.xxh3_known = out.runs.empty();
+    if (hash) out.hash = hash128(raw);
+    return out;
   }
+  // Each block searched for runs first, then hashed while it is in cache. The checksum is
+  // only of use when the chunk has no runs: it stops at the first block that has some.
   XXH3_state_t s64, s128;
   XXH3_64bits_reset(&s64);
-  XXH3_128bits_reset(&s128);
-  for (std::size_t off = 0; off < bytes.size(); off += block) {
-    const std::size_t n = std::min(block, bytes.size() - off);
-    XXH3_64bits_update(&s64, bytes.data() + off, n);
-    XXH3_128bits_update(&s128, bytes.data() + off, n);
+  if (hash) XXH3_128bits_reset(&s128);
+  out.xxh3_known = true;
+  for (std::size_t off = 0; off < raw.size(); off += block) {
+    const auto part = raw.subspan(off, std::min(block, raw.size() - off));
+    if (runs) {
+      for (fill_run r : find_runs(part, es)) {
+        r.start += off;
+        auto& v = out.runs;
+        if (!v.empty() && v.back().start + v.back().length == r.start && v.back().fill == r.fill &&
+            v.back().width == r.width) {
+          v.back().length += r.length;
+        } else {
+          v.push_back(r);
+        }
+      }
+    }
+    out.xxh3_known = out.xxh3_known && out.runs.empty();
+    if (out.xxh3_known) XXH3_64bits_update(&s64, part.data(), part.size());
+    if (hash) XXH3_128bits_update(&s128, part.data(), part.size());
   }
-  xxh3 = XXH3_64bits_digest(&s64);
-  const XXH128_hash_t h = XXH3_128bits_digest(&s128);
-  return {h.low64, h.high64};
+  if (out.xxh3_known) out.xxh3 = XXH3_64bits_digest(&s64);
+  if (hash) {
+    const XXH128_hash_t h = XXH3_128bits_digest(&s128);
+    out.hash = {h.low64, h.high64};
+  }
+  return out;
 }
 
 std::string hash128_hex(const raw_hash& h) {

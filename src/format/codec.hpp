@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ckpt::format {
 
@@ -43,9 +44,16 @@ struct raw_hash {
   friend bool operator==(const raw_hash&, const raw_hash&) = default;
 };
 raw_hash hash128(std::span<const std::byte> bytes) noexcept;
-/// hash128 and checksum of the same bytes in one pass over memory (a raw chunk's stored bytes
-/// are its raw bytes): blocks small enough to stay in cache are fed to both.
-raw_hash hash128_and_checksum(std::span<const std::byte> bytes, std::uint64_t& xxh3) noexcept;
+/// One pass over a chunk's raw bytes in cache-sized blocks: its fill runs (find_runs, when
+/// `runs`), its hash128 (when `hash`) and, when it has no runs, its checksum (a raw chunk's).
+struct chunk_scan {
+  std::vector<fill_run> runs;
+  raw_hash hash;
+  std::uint64_t xxh3 = 0;
+  bool xxh3_known = false;  ///< false once a run was found (the checksum was not completed)
+};
+chunk_scan scan_chunk(std::span<const std::byte> raw, std::size_t element_size, bool runs,
+                      bool hash);
 /// 32 lowercase hex digits (hi then lo), and back (false unless exactly 32 hex digits).
 std::string hash128_hex(const raw_hash& h);
 bool try_parse_hash128_hex(std::string_view s, raw_hash& h) noexcept;

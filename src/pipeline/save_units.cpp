@@ -5,32 +5,22 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace ckpt::pipeline {
 
 namespace {
 
-// The chunk's entry once its stored bytes are final: sizes, codec, checksum and (when the save
-// records hashes and it is not known yet) the hash of its raw bytes, in the same pass over
-// memory as the checksum for a raw chunk without fill runs. (`raw` must still hold the raw
-// bytes when the hash is not known yet.)
+// The chunk's entry once its stored bytes are final: sizes, codec and checksum (the scan's for
+// a raw chunk without fill runs, whose stored bytes are its raw bytes, when it has one).
 void record_chunk(format::index& ix, const piece& pc, format::codec c, std::uint64_t stored,
-                  std::span<const std::byte> stored_bytes, std::span<const std::byte> raw,
-                  bool hash) {
+                  std::span<const std::byte> stored_bytes, std::optional<std::uint64_t> raw_xxh3) {
   auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
   ce.raw_size = pc.raw_size;
   ce.stored_size = stored;
   ce.codec = c;
-  if (hash && !ce.hashed && c == format::codec::raw && ce.runs.empty()) {
-    ce.hash = format::hash128_and_checksum(stored_bytes, ce.xxh3);
-    ce.hashed = true;
-    return;
-  }
-  if (hash && !ce.hashed) {
-    ce.hash = format::hash128(raw);
-    ce.hashed = true;
-  }
-  ce.xxh3 = format::checksum(stored_bytes);
+  ce.xxh3 = c == format::codec::raw && ce.runs.empty() && raw_xxh3 ? *raw_xxh3
+                                                                   : format::checksum(stored_bytes);
 }
 
 }  // namespace
@@ -99,22 +89,23 @@ bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw) 
 
 namespace {
 
-// The fill runs worth recording for a piece (docs/FORMAT.md "Fill runs"): when the save
-// compresses, and when they cover at least an eighth of it (below that, gathering the rest
-// costs more than the bytes it saves).
-std::vector<format::fill_run> runs_of(std::span<const std::byte> raw, std::size_t es,
-                                      const format::codec_policy& policy) {
-  if (!policy.compress || raw.size() < format::run_page) return {};
-  auto runs = format::find_runs(raw, es);
-  if (format::run_bytes(runs) * 8 < raw.size()) runs.clear();
-  return runs;
-}
-
-// The chunk's raw hash now, while its raw bytes are intact (a later step overwrites them).
-void hash_now(format::chunk_entry& ce, std::span<const std::byte> raw, bool hash) {
-  if (!hash || ce.hashed) return;
-  ce.hash = format::hash128(raw);
-  ce.hashed = true;
+// One pass over a piece's raw bytes (format::scan_chunk): its fill runs when the save
+// compresses and they cover at least an eighth of it (below that, gathering the rest costs more
+// than the bytes it saves; docs/FORMAT.md "Fill runs"), its hash when the save records one and
+// it is not known yet, and the checksum of the raw bytes when the scan completed it.
+std::optional<std::uint64_t> scan_piece(format::chunk_entry& ce, std::span<const std::byte> raw,
+                                        std::size_t es, const format::codec_policy& policy,
+                                        bool hash) {
+  const bool want_hash = hash && !ce.hashed;
+  auto sc = format::scan_chunk(raw, es, policy.compress, want_hash);
+  if (want_hash) {
+    ce.hash = sc.hash;
+    ce.hashed = true;
+  }
+  ce.runs = std::move(sc.runs);
+  if (format::run_bytes(ce.runs) * 8 < raw.size()) ce.runs.clear();
+  if (!sc.xxh3_known) return std::nullopt;
+  return sc.xxh3;
 }
 
 // Encodes `rest` with `c` into `dst` (which may be rest.data()) through a per-thread scratch
@@ -149,24 +140,19 @@ void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::ind
     const std::span<const std::byte> raw(base + raw_cursor, pc.raw_size);
     raw_cursor += pc.raw_size;
     const std::size_t es = dtype_size(a.dtype());
+    const auto raw_xxh3 = scan_piece(ce, raw, es, policy, hash);
     std::span<const std::byte> rest = raw;
-    ce.runs = runs_of(raw, es, policy);
-    if (!ce.runs.empty()) {
-      hash_now(ce, raw, hash);
-      rest = {base + cursor, format::gather_rest(raw, ce.runs, base + cursor)};
-    }
+    if (!ce.runs.empty()) rest = {base + cursor, format::gather_rest(raw, ce.runs, base + cursor)};
     format::codec c = format::choose_codec(rest, es, is_floating(a.dtype()), policy);
     std::size_t stored = 0;
-    if (c != format::codec::raw) {
-      hash_now(ce, raw, hash);  // (the compressed bytes may overwrite the raw ones)
+    if (c != format::codec::raw)
       stored = encode_through_scratch(c, rest, es, policy, base + cursor);
-    }
     if (stored == 0) {
       c = format::codec::raw;
       if (base + cursor != rest.data()) std::memmove(base + cursor, rest.data(), rest.size());
       stored = rest.size();
     }
-    record_chunk(ix, pc, c, stored, {base + cursor, stored}, raw, hash);
+    record_chunk(ix, pc, c, stored, {base + cursor, stored}, raw_xxh3);
     un.rel_offsets[p] = cursor;
     cursor += stored;
   }
@@ -218,10 +204,9 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
     if (same_as_base(ix, pc, src)) continue;
     const std::size_t es = dtype_size(a.dtype());
     auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
-    ce.runs = runs_of(src, es, policy);
+    const auto raw_xxh3 = scan_piece(ce, src, es, policy, hash);
     if (!ce.runs.empty()) {
       // Fill runs: the rest gathered into the staging buffer and encoded there.
-      hash_now(ce, src, hash);
       std::size_t stored = 0;
       format::codec c = format::codec::raw;
       std::byte* dst = nullptr;
@@ -235,7 +220,7 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
           stored = rest.size();
         }
       }
-      record_chunk(ix, pc, c, stored, {dst, stored}, src, hash);
+      record_chunk(ix, pc, c, stored, {dst, stored}, raw_xxh3);
       un.rel_offsets[p] = cursor;
       fill += stored;
       cursor += stored;
@@ -248,7 +233,7 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
       close_run();
       const std::uint64_t whole = src.size() / io_align * io_align;
       un.out.push_back({cursor, src.first(whole), true});
-      record_chunk(ix, pc, c, src.size(), src, src, hash);
+      record_chunk(ix, pc, c, src.size(), src, raw_xxh3);
       un.rel_offsets[p] = cursor;
       cursor += whole;
       if (whole < src.size()) {
@@ -272,7 +257,7 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
       std::memcpy(dst, src.data(), src.size());
       stored = src.size();
     }
-    record_chunk(ix, pc, c, stored, {dst, stored}, src, hash);
+    record_chunk(ix, pc, c, stored, {dst, stored}, raw_xxh3);
     un.rel_offsets[p] = cursor;
     fill += stored;
     cursor += stored;
