@@ -521,6 +521,7 @@ TEST_CASE("index: newer minor versions are accepted, unknown keys ignored", "[fo
   auto r = parse(newer);
   REQUIRE(r);
   CHECK(r.value().leaves.size() == 1);
+  CHECK(r.value().read_minor == 7);  // (what ckpt-inspect shows: the file's version)
   // The same keys at our own version are corrupt.
   auto same = replaced(json, R"("version":[1,2])", R"("version":[1,2],"future":1)");
   auto bad = parse(same);

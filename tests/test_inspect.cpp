@@ -247,6 +247,23 @@ TEST_CASE("inspect: print goldens", "[.inspect-golden]") {
   }
 }
 
+TEST_CASE("inspect: fill runs are shown per leaf and per chunk", "[inspect][runs]") {
+  REQUIRE(have_inspect());
+  temp_dir d;
+  // 16 pages: 12 of zeros, 4 of noise (format 1.2 fill runs cover 75 %).
+  auto noise = ckpt::test::random_bytes(4 * 4096, 5);
+  auto a = ckpt::array::zeros(ckpt::dtype::u8, {16 * 4096}).value();
+  for (int pg = 0; pg < 4; ++pg)
+    std::memcpy(a.mutable_bytes().data() + (4 * pg + 1) * 4096, noise.data() + pg * 4096, 4096);
+  REQUIRE(ckpt::save_blocking(d / "ck", ckpt::tree::dict({{"x", a}}), {}, {}));
+  auto r = inspect("show ck", d.path());
+  CHECK(r.rc == 0);
+  CHECK_THAT(r.out, Catch::Contains("fill:75%"));
+  r = inspect("show ck --leaf x --json", d.path());
+  CHECK(r.rc == 0);
+  CHECK_THAT(r.out, Catch::Contains("\"fill_bytes\":49152"));
+}
+
 TEST_CASE("inspect: show golden", "[inspect]") {
   REQUIRE(have_inspect());
   temp_dir d;
@@ -287,22 +304,22 @@ job config {
   r = inspect("show ck --json", d.path());
   CHECK(r.rc == 0);
   CHECK(
-      normalise_json(r.out) ==
-      R"({"path":"ck","version":[1,2],"created_unix_ns":"X","logical_bytes":12372,"stored_bytes":20480,"ratio":2.8441379310344828E0,"num_leaves":5,"num_chunks":6,"files":[{"name":"data-00000.bin","size":20480}],"tree":{"kind":"dict","items":[["params",{"kind":"dict","items":[["w",{"kind":"leaf","leaf":0}],["b",{"kind":"leaf","leaf":1}],["noise",{"kind":"leaf","leaf":2}]]}],["layers",{"kind":"list","elements":[{"kind":"dict","items":[["k",{"kind":"leaf","leaf":3}]]},{"kind":"none"}]}],["step",{"kind":"leaf","leaf":4}]]},"leaves":[{"path":"params/w","dtype":"f32","shape":[64,32],"logical_bytes":8192,"stored_bytes":222,"ratio":3.69009009009009E1,"num_chunks":2,"codecs":{"raw":0,"lz4":0,"shuffle-lz4":2}},{"path":"params/b","dtype":"bf16","shape":[32],"logical_bytes":64,"stored_bytes":12,"ratio":5.333333333333333E0,"num_chunks":1,"codecs":{"raw":0,"lz4":1,"shuffle-lz4":0}},{"path":"params/noise","dtype":"f32","shape":[1024],"logical_bytes":4096,"stored_bytes":4096,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}},{"path":"layers/0/k","dtype":"i32","shape":[3],"logical_bytes":12,"stored_bytes":12,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}},{"path":"step","dtype":"i64","shape":[],"logical_bytes":8,"stored_bytes":8,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0}}],"metadata":{"step":7,"note":"fixture"},"job":{"spec":{"job_name":"fixture"},"config":{"lr":5E-1}}})");
+      normalise_json(
+          r.out) == R"({"path":"ck","version":[1,2],"created_unix_ns":"X","logical_bytes":12372,"stored_bytes":20480,"ratio":2.8441379310344828E0,"num_leaves":5,"num_chunks":6,"files":[{"name":"data-00000.bin","size":20480}],"tree":{"kind":"dict","items":[["params",{"kind":"dict","items":[["w",{"kind":"leaf","leaf":0}],["b",{"kind":"leaf","leaf":1}],["noise",{"kind":"leaf","leaf":2}]]}],["layers",{"kind":"list","elements":[{"kind":"dict","items":[["k",{"kind":"leaf","leaf":3}]]},{"kind":"none"}]}],["step",{"kind":"leaf","leaf":4}]]},"leaves":[{"path":"params/w","dtype":"f32","shape":[64,32],"logical_bytes":8192,"stored_bytes":222,"ratio":3.69009009009009E1,"num_chunks":2,"codecs":{"raw":0,"lz4":0,"shuffle-lz4":2},"fill_bytes":0},{"path":"params/b","dtype":"bf16","shape":[32],"logical_bytes":64,"stored_bytes":12,"ratio":5.333333333333333E0,"num_chunks":1,"codecs":{"raw":0,"lz4":1,"shuffle-lz4":0},"fill_bytes":0},{"path":"params/noise","dtype":"f32","shape":[1024],"logical_bytes":4096,"stored_bytes":4096,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0},"fill_bytes":0},{"path":"layers/0/k","dtype":"i32","shape":[3],"logical_bytes":12,"stored_bytes":12,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0},"fill_bytes":0},{"path":"step","dtype":"i64","shape":[],"logical_bytes":8,"stored_bytes":8,"ratio":1E0,"num_chunks":1,"codecs":{"raw":1,"lz4":0,"shuffle-lz4":0},"fill_bytes":0}],"metadata":{"step":7,"note":"fixture"},"job":{"spec":{"job_name":"fixture"},"config":{"lr":5E-1}}})");
 
   r = inspect("show ck --leaf params/w", d.path());
   CHECK(r.rc == 0);
   CHECK(normalise(r.out) == R"(leaf params/w
   dtype f32, shape [64, 32], logical 8.0 KiB, stored 222 B, ratio 36.90, 2 chunks
-  #  FILE            OFFSET  STORED   RAW  CODEC        XXH3
-  0  data-00000.bin OFF 111  4096  shuffle-lz4  2cab501c0528bcc5
-  1  data-00000.bin OFF 111  4096  shuffle-lz4  2cab501c0528bcc5
+  #  FILE            OFFSET  STORED   RAW  CODEC        XXH3              FILL
+  0  data-00000.bin OFF 111  4096  shuffle-lz4  2cab501c0528bcc5     0
+  1  data-00000.bin OFF 111  4096  shuffle-lz4  2cab501c0528bcc5     0
 )");
   r = inspect("show ck --leaf params/w --json", d.path());
   CHECK(r.rc == 0);
   CHECK(
       normalise_json(r.out) ==
-      R"({"path":"ck","leaf":{"path":"params/w","dtype":"f32","shape":[64,32],"logical_bytes":8192,"stored_bytes":222,"ratio":3.69009009009009E1,"num_chunks":2,"codecs":{"raw":0,"lz4":0,"shuffle-lz4":2},"chunks":[{"index":0,"file":"data-00000.bin","offset":"X","stored":111,"raw":4096,"codec":"shuffle-lz4","xxh3":"2cab501c0528bcc5"},{"index":1,"file":"data-00000.bin","offset":"X","stored":111,"raw":4096,"codec":"shuffle-lz4","xxh3":"2cab501c0528bcc5"}]}})");
+      R"({"path":"ck","leaf":{"path":"params/w","dtype":"f32","shape":[64,32],"logical_bytes":8192,"stored_bytes":222,"ratio":3.69009009009009E1,"num_chunks":2,"codecs":{"raw":0,"lz4":0,"shuffle-lz4":2},"fill_bytes":0,"chunks":[{"index":0,"file":"data-00000.bin","offset":"X","stored":111,"raw":4096,"codec":"shuffle-lz4","xxh3":"2cab501c0528bcc5","fill_bytes":0},{"index":1,"file":"data-00000.bin","offset":"X","stored":111,"raw":4096,"codec":"shuffle-lz4","xxh3":"2cab501c0528bcc5","fill_bytes":0}]}})");
 
   r = inspect("show ck --leaf params", d.path());
   CHECK(r.rc == 1);

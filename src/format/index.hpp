@@ -88,6 +88,8 @@ struct index {
   /// The tree's structure (dict/list/None nodes and leaves), pre-order; see structure().
   std::vector<tree_node> nodes;
   std::string keys;  ///< the dict keys of `nodes`, back to back
+  /// A parsed index's version (what tools show); encode_index always writes its own.
+  std::uint64_t read_major = version_major, read_minor = version_minor;
 
   std::string_view key(const tree_node& n) const noexcept {
     return std::string_view(keys).substr(n.key_offset, n.key_size);

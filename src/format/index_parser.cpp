@@ -263,6 +263,8 @@ bool index_parser::read_version(od::document& doc, json::version_t& ver) {
 result<index> index_parser::run(od::document& doc) {
   json::version_t& ver = ver_;
   if (!read_version(doc, ver)) return std::move(err_);
+  ix_.read_major = ver.major;
+  ix_.read_minor = ver.minor;
 
   constexpr unsigned k_format = 1, k_version = 2, k_files = 4, k_tree = 8, k_leaves = 16;
   unsigned seen = 0;

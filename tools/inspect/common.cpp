@@ -256,6 +256,8 @@ leaf_stats stats_of(const format::leaf_entry& le) {
   for (const auto& c : le.chunks) {
     s.stored += c.stored_size;
     ++s.codec_chunks[static_cast<int>(c.codec)];
+    s.fill += format::run_bytes(c.runs);
+    s.raw += c.raw_size;
   }
   return s;
 }
@@ -272,6 +274,7 @@ std::string codec_mix(const leaf_stats& s) {
     out += format::codec_name(static_cast<format::codec>(c));
     if (kinds > 1) out += ":" + std::to_string(s.codec_chunks[c]);
   }
+  if (s.fill > 0 && s.raw > 0) out += " fill:" + std::to_string(s.fill * 100 / s.raw) + "%";
   return out;
 }
 

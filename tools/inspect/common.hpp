@@ -99,13 +99,16 @@ struct opened {
 };
 opened open_checkpoint(const std::filesystem::path& path, int error_code = exit_fail);
 
-/// Per leaf: stored bytes and chunks per codec.
+/// Per leaf: stored bytes, chunks per codec and the raw bytes its fill runs cover (format 1.2).
 struct leaf_stats {
   std::uint64_t stored = 0;
   std::uint64_t codec_chunks[3] = {0, 0, 0};
+  std::uint64_t fill = 0;
+  std::uint64_t raw = 0;
 };
 leaf_stats stats_of(const format::leaf_entry& le);
-/// "raw", "shuffle-lz4", or "lz4:3 raw:1" for a mix; "-" for no chunks.
+/// "raw", "shuffle-lz4", or "lz4:3 raw:1" for a mix, then " fill:90%" when fill runs cover
+/// part of the leaf; "-" for no chunks.
 std::string codec_mix(const leaf_stats& s);
 boost::json::object codec_mix_json(const leaf_stats& s);
 

@@ -18,6 +18,7 @@ boost::json::object leaf_json(const format::leaf_entry& le) {
   o["ratio"] = s.stored ? static_cast<double>(le.num_bytes) / static_cast<double>(s.stored) : 0.0;
   o["num_chunks"] = le.chunks.size();
   o["codecs"] = codec_mix_json(s);
+  o["fill_bytes"] = s.fill;
   return o;
 }
 
@@ -128,7 +129,8 @@ int show_leaf(const opened& ck, const std::string& path, bool json) {
                                            {"stored", c.stored_size},
                                            {"raw", c.raw_size},
                                            {"codec", format::codec_name(c.codec)},
-                                           {"xxh3", format::checksum_hex(c.xxh3)}});
+                                           {"xxh3", format::checksum_hex(c.xxh3)},
+                                           {"fill_bytes", format::run_bytes(c.runs)}});
     }
     o["chunks"] = std::move(chunks);
     print_json(boost::json::object{{"path", ck.path.string()}, {"leaf", std::move(o)}});
@@ -142,13 +144,14 @@ int show_leaf(const opened& ck, const std::string& path, bool json) {
               ratio_string(le->num_bytes, s.stored).c_str(), le->chunks.size(),
               le->chunks.size() == 1 ? "" : "s");
   if (le->chunks.empty()) return exit_ok;
-  table t({"#", "FILE", "OFFSET", "STORED", "RAW", "CODEC", "XXH3"},
-          {true, false, true, true, true, false, false});
+  table t({"#", "FILE", "OFFSET", "STORED", "RAW", "CODEC", "XXH3", "FILL"},
+          {true, false, true, true, true, false, false, true});
   for (std::size_t i = 0; i < le->chunks.size(); ++i) {
     const auto& c = le->chunks[i];
     t.add({std::to_string(i), ck.index.files[c.file].name, std::to_string(c.offset),
            std::to_string(c.stored_size), std::to_string(c.raw_size),
-           std::string(format::codec_name(c.codec)), format::checksum_hex(c.xxh3)});
+           std::string(format::codec_name(c.codec)), format::checksum_hex(c.xxh3),
+           std::to_string(format::run_bytes(c.runs))});
   }
   t.print(stdout, "  ");
   return exit_ok;
@@ -174,7 +177,7 @@ int show_main(const args& a) {
   if (a.json) {
     boost::json::object o;
     o["path"] = ck.path.string();
-    o["version"] = boost::json::array{format::version_major, format::version_minor};
+    o["version"] = boost::json::array{ck.index.read_major, ck.index.read_minor};
     o["created_unix_ns"] = ck.commit.created_unix_ns;
     o["logical_bytes"] = ck.commit.logical_bytes;
     o["stored_bytes"] = ck.commit.stored_bytes;
@@ -220,7 +223,9 @@ int show_main(const args& a) {
   }
 
   std::printf("%s %s\n", bold("checkpoint").c_str(), ck.path.string().c_str());
-  std::printf("  format %u.%u, created %s\n", format::version_major, format::version_minor,
+  std::printf("  format %llu.%llu, created %s\n",
+              static_cast<unsigned long long>(ck.index.read_major),
+              static_cast<unsigned long long>(ck.index.read_minor),
               human_time(ck.commit.created_unix_ns).c_str());
   std::printf("\n");
   table t({"PATH", "DTYPE", "SHAPE", "LOGICAL", "STORED", "RATIO", "CODECS"},
