@@ -36,7 +36,9 @@ struct save_options {
   /// completes (a failure to delete it leaves a `.<name>.trash-*` directory that
   /// store::cleanup_stale removes; the save still succeeds).
   bool overwrite = false;
-  /// Try LZ4 per chunk, keeping it only where it pays (see min_ratio); false stores raw.
+  /// Record whole 4 KiB pages of zeros or of one repeated value as fill runs (format 1.2: not
+  /// written, not read back; a checkpoint with them needs a 1.2 reader) and try LZ4 per chunk,
+  /// keeping it only where it pays (see min_ratio); false stores every byte raw.
   bool compress = true;
   /// Byte-shuffle floating-point chunks before LZ4.
   bool shuffle = true;
