@@ -235,7 +235,7 @@ chunk_scan scan_chunk(std::span<const std::byte> raw, std::size_t es, bool runs,
   constexpr std::size_t block = 256u << 10;  // (a multiple of run_page)
   chunk_scan out;
   if (raw.size() <= block) {
-    if (runs) out.runs = find_runs(raw, es);
+    if (runs) find_runs(raw, es, 0, out.runs);
     if (out.runs.empty()) out.xxh3 = checksum(raw);
     out.xxh3_known = out.runs.empty();
     if (hash) out.hash = hash128(raw);
@@ -249,18 +249,7 @@ chunk_scan scan_chunk(std::span<const std::byte> raw, std::size_t es, bool runs,
   out.xxh3_known = true;
   for (std::size_t off = 0; off < raw.size(); off += block) {
     const auto part = raw.subspan(off, std::min(block, raw.size() - off));
-    if (runs) {
-      for (fill_run r : find_runs(part, es)) {
-        r.start += off;
-        auto& v = out.runs;
-        if (!v.empty() && v.back().start + v.back().length == r.start && v.back().fill == r.fill &&
-            v.back().width == r.width) {
-          v.back().length += r.length;
-        } else {
-          v.push_back(r);
-        }
-      }
-    }
+    if (runs) find_runs(part, es, off, out.runs);
     out.xxh3_known = out.xxh3_known && out.runs.empty();
     if (out.xxh3_known) XXH3_64bits_update(&s64, part.data(), part.size());
     if (hash) XXH3_128bits_update(&s128, part.data(), part.size());

@@ -37,9 +37,9 @@ bool page_is(const std::byte* p, std::uint64_t w) noexcept {
 
 }  // namespace
 
-std::vector<fill_run> find_runs(std::span<const std::byte> raw, std::size_t es) {
-  std::vector<fill_run> runs;
-  if (es == 0 || es > 8 || 8 % es != 0) return runs;
+void find_runs(std::span<const std::byte> raw, std::size_t es, std::uint64_t offset,
+               std::vector<fill_run>& runs) {
+  if (es == 0 || es > 8 || 8 % es != 0) return;
   const std::size_t pages = raw.size() / run_page;
   for (std::size_t pg = 0; pg < pages; ++pg) {
     const std::byte* p = raw.data() + pg * run_page;
@@ -48,7 +48,7 @@ std::vector<fill_run> find_runs(std::span<const std::byte> raw, std::size_t es) 
     std::uint64_t fill = 0;
     std::memcpy(&fill, p, es);
     const std::uint8_t width = fill == 0 ? 0 : static_cast<std::uint8_t>(es);
-    const std::uint64_t start = pg * run_page;
+    const std::uint64_t start = offset + pg * run_page;
     if (!runs.empty() && runs.back().start + runs.back().length == start &&
         runs.back().fill == fill && runs.back().width == width) {
       runs.back().length += run_page;
@@ -56,7 +56,6 @@ std::vector<fill_run> find_runs(std::span<const std::byte> raw, std::size_t es) 
       runs.push_back({start, run_page, fill, width});
     }
   }
-  return runs;
 }
 
 std::uint64_t run_bytes(std::span<const fill_run> runs) noexcept {

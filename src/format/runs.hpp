@@ -26,10 +26,13 @@ struct fill_run {
 /// The granularity at which the writer looks for runs: whole 4 KiB pages of the chunk.
 inline constexpr std::size_t run_page = 4096;
 
-/// The pages of `raw` (relative to its start; a partial last page never) that hold one value of
-/// `element_size` (1, 2, 4 or 8) bytes repeated, merged into runs of equal fill. Costs a compare
-/// or two per page of data that has none, a pass at memory speed over pages that are runs.
-std::vector<fill_run> find_runs(std::span<const std::byte> raw, std::size_t element_size);
+/// Appends to `runs` the pages of `raw` (relative to its start; a partial last page never)
+/// that hold one value of `element_size` (1, 2, 4 or 8) bytes repeated, as runs at `offset` +
+/// their place in `raw`, merged with each other and with the last run of `runs` where they
+/// continue it with the same value. Costs a compare or two per page of data that has none, a
+/// pass at memory speed over pages that are runs.
+void find_runs(std::span<const std::byte> raw, std::size_t element_size, std::uint64_t offset,
+               std::vector<fill_run>& runs);
 
 /// Bytes the runs cover.
 std::uint64_t run_bytes(std::span<const fill_run> runs) noexcept;

@@ -420,23 +420,20 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
     for (std::size_t p = 0; p < un.pieces.size(); ++p) {
       const piece& pc = un.pieces[p];
       auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
-      if (pc.shared && pc.base->stored_size == 0) {  // the base's fill runs: nothing to link
-        ce = *pc.base;
-        ce.file = static_cast<std::uint32_t>(f);
-        std::lock_guard l(stats_mutex);
-        stats.shared_bytes += pc.raw_size;
-        ++stats.shared_chunks;
-        continue;
-      }
       if (pc.shared) {
-        // The base's bytes, through a hard link to the base's file that holds them.
-        auto lf = link_base_file(pc.base->file);
-        if (!lf) {
-          fail_with(std::move(lf).error());
-          break;
+        // The base's bytes, through a hard link to the base's file that holds them (a chunk of
+        // fill runs only holds none: nothing to link).
+        std::uint32_t file = static_cast<std::uint32_t>(f);
+        if (pc.base->stored_size != 0) {
+          auto lf = link_base_file(pc.base->file);
+          if (!lf) {
+            fail_with(std::move(lf).error());
+            break;
+          }
+          file = lf.value();
         }
         ce = *pc.base;
-        ce.file = lf.value();
+        ce.file = file;
         std::lock_guard l(stats_mutex);
         stats.shared_bytes += pc.raw_size;
         ++stats.shared_chunks;

@@ -205,29 +205,19 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
     const std::size_t es = dtype_size(a.dtype());
     auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
     const auto raw_xxh3 = scan_piece(ce, src, es, policy, hash);
-    if (!ce.runs.empty()) {
-      // Fill runs: the rest gathered into the staging buffer and encoded there.
-      std::size_t stored = 0;
-      format::codec c = format::codec::raw;
-      std::byte* dst = nullptr;
-      if (format::run_bytes(ce.runs) < src.size()) {
-        dst = staging();
-        const std::span<const std::byte> rest(dst, format::gather_rest(src, ce.runs, dst));
-        c = format::choose_codec(rest, es, is_floating(a.dtype()), policy);
-        if (c != format::codec::raw) stored = encode_through_scratch(c, rest, es, policy, dst);
-        if (stored == 0) {
-          c = format::codec::raw;
-          stored = rest.size();
-        }
-      }
-      record_chunk(ix, pc, c, stored, {dst, stored}, raw_xxh3);
+    if (format::run_bytes(ce.runs) == src.size()) {  // fill runs only: nothing stored
+      record_chunk(ix, pc, format::codec::raw, 0, {}, raw_xxh3);
       un.rel_offsets[p] = cursor;
-      fill += stored;
-      cursor += stored;
       continue;
     }
-    format::codec c = format::choose_codec(src, es, is_floating(a.dtype()), policy);
-    const bool direct = c == format::codec::raw && src.size() >= direct_min &&
+    // With fill runs, the rest is gathered into the staging buffer and encoded there.
+    std::span<const std::byte> rest = src;
+    if (!ce.runs.empty()) {
+      std::byte* at = staging();
+      rest = {at, format::gather_rest(src, ce.runs, at)};
+    }
+    format::codec c = format::choose_codec(rest, es, is_floating(a.dtype()), policy);
+    const bool direct = ce.runs.empty() && c == format::codec::raw && src.size() >= direct_min &&
                         reinterpret_cast<std::uintptr_t>(src.data()) % io_align == 0;
     if (direct) {
       close_run();
@@ -247,15 +237,17 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
     std::byte* dst = staging();
     const std::uint64_t room = buf.capacity() - fill;
     std::size_t stored = 0;
-    if (c != format::codec::raw && room >= format::encode_bound(src.size())) {
-      stored =
-          format::encode_chunk(c, src, es, {dst, static_cast<std::size_t>(room)}, policy.min_ratio);
-      if (stored > src.size()) stored = 0;  // (min_ratio < 1): raw is what always fits
+    if (c != format::codec::raw && rest.data() == dst) {
+      stored = encode_through_scratch(c, rest, es, policy, dst);
+    } else if (c != format::codec::raw && room >= format::encode_bound(rest.size())) {
+      stored = format::encode_chunk(c, rest, es, {dst, static_cast<std::size_t>(room)},
+                                    policy.min_ratio);
+      if (stored > rest.size()) stored = 0;  // (min_ratio < 1): raw is what always fits
     }
     if (stored == 0) {
       c = format::codec::raw;
-      std::memcpy(dst, src.data(), src.size());
-      stored = src.size();
+      if (rest.data() != dst) std::memcpy(dst, rest.data(), rest.size());
+      stored = rest.size();
     }
     record_chunk(ix, pc, c, stored, {dst, stored}, raw_xxh3);
     un.rel_offsets[p] = cursor;
