@@ -22,7 +22,7 @@ inline constexpr std::size_t io_align = 4096;
 /// reference VM (max_sectors_kb 4096) fio reads 4 MiB x32 faster than 8 MiB x16, and a small
 /// load with 4 MiB extents ran 0.82 GiB/s against 0.78 with 8 MiB (6 alternated fresh runs).
 inline constexpr std::uint64_t max_extent = 4ull << 20;
-inline constexpr std::uint64_t max_gap = 256ull << 10;   ///< unneeded bytes read to merge two
+inline constexpr std::uint64_t max_gap = 256ull << 10;  ///< unneeded bytes read to merge two
 /// The smallest raw chunk that a save writes from the leaf's memory and a load reads straight
 /// into its destination (smaller ones go through staging buffers, packed with their neighbours).
 inline constexpr std::uint64_t direct_min = 64ull << 10;
