@@ -28,6 +28,18 @@ struct runtime_options {
   /// `cpu_threads`), so that they yield the cores to the training step. Capture (before
   /// `staged`), decoding and verifying run at the process's priority. 0: no change.
   int cpu_nice = 10;
+  /// Differential saves learn from the kernel which chunks of the leaves' memory were written
+  /// since the last save looked at them, instead of hashing every chunk: an unchanged chunk of
+  /// a borrowed leaf then costs neither a read nor a copy before `staged`. Linux 6.7 or later
+  /// (userfaultfd write protection, asynchronous mode, and PAGEMAP_SCAN); elsewhere saves hash
+  /// as before (tracks_writes() says which). Leaves of at least 1 MiB are tracked. The price:
+  /// the first write to each page after a save is a minor fault (about a microsecond), so it
+  /// pays where most of the tree stays unchanged between saves (fine-tuning, frozen layers),
+  /// not where every byte changes. Leaves the tracking sees: memory written by this process's
+  /// threads or by the kernel on its behalf (read(2), O_DIRECT and io_uring reads, a load in
+  /// place, madvise). Not seen: devices writing pinned pages (DMA) and other processes writing
+  /// shared memory; do not save such memory from a tracking runtime.
+  bool track_writes = false;
 };
 
 /// Owns one IO engine, a CPU thread pool, the pipeline thread that runs save/load coroutines
@@ -53,6 +65,8 @@ class runtime {
   io::engine& io();
   std::uint64_t staging_budget() const noexcept;
   unsigned cpu_threads() const noexcept;
+  /// Whether runtime_options::track_writes took effect (the kernel can track writes).
+  bool tracks_writes() const noexcept;
 
  private:
   friend struct detail::access;

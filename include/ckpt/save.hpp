@@ -85,6 +85,9 @@ struct save_stats {
   /// how many chunks; `base_note` says why a base was not used (base_optional).
   std::uint64_t shared_bytes = 0;
   std::uint64_t shared_chunks = 0;
+  /// Of shared_bytes, those a tracking runtime (runtime_options::track_writes) knew unchanged
+  /// without reading them.
+  std::uint64_t untouched_bytes = 0;
   std::string base_note;
   double staged_s = 0;     ///< start -> staged
   double capture_s = 0;    ///< CPU seconds copying borrowed/owned bytes to staging (summed)

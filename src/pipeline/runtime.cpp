@@ -60,6 +60,7 @@ result<std::shared_ptr<runtime>> runtime::create(std::shared_ptr<io::engine> eng
     budget = std::max<std::uint64_t>(budget, 64ull << 20);
   }
   auto p = std::make_unique<impl>(std::move(engine), threads, budget);
+  if (options.track_writes) p->tracker = detail::write_tracker::create();
   if (options.cpu_nice != 0) {
     // One task per thread, held at a latch until every thread has taken one. The latch is
     // shared: a worker may still be inside arrive_and_wait after this thread has moved on.
@@ -91,6 +92,9 @@ std::uint64_t runtime::staging_budget() const noexcept {
 }
 unsigned runtime::cpu_threads() const noexcept {
   return impl_->cpu_threads;
+}
+bool runtime::tracks_writes() const noexcept {
+  return impl_->tracker != nullptr;
 }
 
 }  // namespace ckpt

@@ -3,6 +3,7 @@
 
 #include "io/async.hpp"
 #include "pipeline/buffer_pool.hpp"
+#include "pipeline/write_tracker.hpp"
 
 #include <ckpt/runtime.hpp>
 
@@ -34,6 +35,7 @@ struct runtime::impl {
   unsigned cpu_threads;
   detail::async_budget staging;
   detail::buffer_pool buffers;
+  std::unique_ptr<detail::write_tracker> tracker;  // runtime_options::track_writes
 };
 
 namespace detail {

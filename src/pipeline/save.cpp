@@ -109,7 +109,8 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   std::uint64_t base_uid = 0;  // the base's index checksum: names its files' links
   std::vector<std::uint32_t> linked;
   std::vector<checkpoint::link_request> links;
-  std::size_t own_files = 0;  // ix.files[0, own_files) are this save's data files
+  std::size_t own_files = 0;   // ix.files[0, own_files) are this save's data files
+  detail::tracked_save track;  // a tracking runtime's (runtime_options::track_writes)
 
   double since_start() const {
     return std::chrono::duration<double>(clock_type::now() - start).count();
@@ -184,6 +185,7 @@ void save_handle::state::plan() {
       }
     }
   }
+  if (options.hash_chunks) track = look_at_leaves(rti().tracker.get(), leaves, units);
   for (const auto& u : units) {
     if (u.needs_capture) ++capture_left;
   }
@@ -357,9 +359,10 @@ asio::awaitable<void> save_handle::state::encode_unit(std::size_t u,
   const format::codec_policy policy{options.compress, options.shuffle, options.min_ratio};
   un.rel_offsets.resize(un.pieces.size());
   if (un.needs_capture) {
-    encode_captured(un, leaves, ix, policy, options.hash_chunks, *buf);
+    encode_captured(un, leaves, ix, policy, options.hash_chunks, *buf, track);
   } else {
-    encode_uncaptured(un, leaves, ix, policy, options.hash_chunks, *buf, rti().buffers, slab_bytes);
+    encode_uncaptured(un, leaves, ix, policy, options.hash_chunks, *buf, rti().buffers, slab_bytes,
+                      track);
   }
   encode_ns += elapsed_ns(t0);
   co_return;
@@ -372,7 +375,7 @@ asio::awaitable<void> save_handle::state::capture_unit(std::size_t u,
   for (piece& pc : units[u].pieces) {
     // A differential save copies only what changed since the base.
     const auto src = leaves[pc.leaf].array.bytes().subspan(pc.raw_offset, pc.raw_size);
-    if (same_as_base(ix, pc, src)) continue;
+    if (same_as_base(ix, pc, src, track)) continue;
     std::memcpy(buf->data() + cursor, src.data(), pc.raw_size);
     cursor += pc.raw_size;
   }
@@ -437,6 +440,7 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
         std::lock_guard l(stats_mutex);
         stats.shared_bytes += pc.raw_size;
         ++stats.shared_chunks;
+        if (pc.known) stats.untouched_bytes += pc.raw_size;
         continue;
       }
       ce.file = static_cast<std::uint32_t>(f);

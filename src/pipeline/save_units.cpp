@@ -78,11 +78,39 @@ std::uint64_t unit_buffer_bytes(const unit& u, std::uint64_t slab_bytes) {
 // A differential save's test of one piece against the base's chunk: hashes the raw bytes
 // (recorded either way) and marks the piece shared when they are the base's. (Hash alone: in
 // a fine-tuning save most chunks are unchanged, and a checksum of those would be wasted.)
-bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw) {
+detail::tracked_save look_at_leaves(detail::write_tracker* wt, const std::vector<flat_leaf>& leaves,
+                                    std::vector<unit>& units) {
+  if (!wt) return {};
+  std::vector<const std::byte*> at(leaves.size(), nullptr);
+  for (std::size_t i = 0; i < leaves.size(); ++i) {
+    const auto b = leaves[i].array.bytes();
+    if (b.size() >= detail::track_min && wt->look(b)) at[i] = b.data();
+  }
+  for (auto& u : units) {
+    for (auto& pc : u.pieces)
+      if (at[pc.leaf]) pc.memo = at[pc.leaf] + pc.raw_offset;
+  }
+  return {wt, wt->epoch()};
+}
+
+namespace {
+// A hash computed from a looked-at leaf's bytes (or from their copy), for the next save.
+void remember_hash(const detail::tracked_save& ts, const piece& pc, const format::chunk_entry& ce) {
+  if (ts.tracker && pc.memo && ce.hashed)
+    ts.tracker->remember(pc.memo, pc.raw_size, ce.hash, ts.epoch);
+}
+}  // namespace
+
+bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw,
+                  const detail::tracked_save& ts) {
   if (!pc.base) return false;
   auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
-  ce.hash = format::hash128(raw);
+  std::optional<format::raw_hash> known;
+  if (ts.tracker && pc.memo) known = ts.tracker->known(pc.memo, pc.raw_size);
+  pc.known = known.has_value();
+  ce.hash = known ? *known : format::hash128(raw);
   ce.hashed = true;
+  if (!known) remember_hash(ts, pc, ce);
   pc.shared = ce.hash == pc.base->hash;
   return pc.shared;
 }
@@ -129,7 +157,8 @@ std::size_t encode_through_scratch(format::codec c, std::span<const std::byte> r
 // compressed or not) are never more than its raw bytes, writing piece p never touches the raw
 // bytes of a later piece.
 void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
-                     const format::codec_policy& policy, bool hash, aligned_buffer& buf) {
+                     const format::codec_policy& policy, bool hash, aligned_buffer& buf,
+                     const detail::tracked_save& ts) {
   std::byte* base = buf.data();
   std::uint64_t cursor = 0, raw_cursor = 0;
   for (std::size_t p = 0; p < un.pieces.size(); ++p) {
@@ -141,6 +170,7 @@ void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::ind
     raw_cursor += pc.raw_size;
     const std::size_t es = dtype_size(a.dtype());
     const auto raw_xxh3 = scan_piece(ce, raw, es, policy, hash);
+    remember_hash(ts, pc, ce);
     std::span<const std::byte> rest = raw;
     if (!ce.runs.empty()) rest = {base + cursor, format::gather_rest(raw, ce.runs, base + cursor)};
     format::codec c = format::choose_codec(rest, es, is_floating(a.dtype()), policy);
@@ -171,7 +201,8 @@ void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::ind
 // is closed with zero padding, so that every write starts and ends aligned.
 void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
                        const format::codec_policy& policy, bool hash, aligned_buffer& buf,
-                       detail::buffer_pool& pool, std::size_t slab_bytes) {
+                       detail::buffer_pool& pool, std::size_t slab_bytes,
+                       const detail::tracked_save& ts) {
   std::uint64_t cursor = 0;     // unit-relative file position
   std::uint64_t fill = 0;       // bytes used in `buf`
   std::uint64_t run_rel = 0;    // file position of buf's open run
@@ -201,10 +232,11 @@ void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::i
     const ckpt::array& a = leaves[pc.leaf].array;
     const std::span<const std::byte> src = a.bytes().subspan(pc.raw_offset, pc.raw_size);
     // Compared with the base first: an unchanged chunk costs one hash pass, no codec choice.
-    if (same_as_base(ix, pc, src)) continue;
+    if (same_as_base(ix, pc, src, ts)) continue;
     const std::size_t es = dtype_size(a.dtype());
     auto& ce = ix.leaves[pc.leaf].chunks[pc.chunk];
     const auto raw_xxh3 = scan_piece(ce, src, es, policy, hash);
+    remember_hash(ts, pc, ce);
     if (format::run_bytes(ce.runs) == src.size()) {  // fill runs only: nothing stored
       record_chunk(ix, pc, format::codec::raw, 0, {}, raw_xxh3);
       un.rel_offsets[p] = cursor;

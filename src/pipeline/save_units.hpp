@@ -7,6 +7,7 @@
 #include "format/codec.hpp"
 #include "format/index.hpp"
 #include "pipeline/buffer_pool.hpp"
+#include "pipeline/write_tracker.hpp"
 
 #include <ckpt/tree.hpp>
 
@@ -26,6 +27,11 @@ struct piece {
   // range), and whether this piece's bytes hashed equal to it (then nothing is written).
   const format::chunk_entry* base = nullptr;
   bool shared = false;
+  // A tracking runtime (runtime_options::track_writes): where the piece's bytes are in a leaf
+  // the save looked at (its hash may be known, and is remembered), and whether its hash came
+  // from the tracker (then its bytes were not read at all).
+  const std::byte* memo = nullptr;
+  bool known = false;
 };
 
 // One aligned write of a unit: `bytes` at `rel` bytes into the unit's place in its data file.
@@ -63,18 +69,27 @@ std::uint64_t save_slab_bytes(std::uint64_t chunk_bytes);
 /// raw bytes (padded), an uncaptured one may need room for a compressed piece's worst case.
 std::uint64_t unit_buffer_bytes(const unit& u, std::uint64_t slab_bytes);
 
-/// A differential save's test of one piece against the base's chunk: hashes the raw bytes
-/// (recorded either way) and marks the piece shared when they are the base's.
-bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw);
+/// A tracking runtime's save (`wt` not null): looks at the leaves of at least
+/// detail::track_min bytes and points their pieces at their bytes (piece::memo).
+detail::tracked_save look_at_leaves(detail::write_tracker* wt, const std::vector<flat_leaf>& leaves,
+                                    std::vector<unit>& units);
+
+/// A differential save's test of one piece against the base's chunk: hashes the raw bytes (or
+/// takes the hash the write tracker still holds for them) and records it either way, and marks
+/// the piece shared when they are the base's. `ts.tracker` may be null.
+bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw,
+                  const detail::tracked_save& ts);
 
 /// Encodes a captured unit in place in `buf` (its raw bytes back to back) into one write.
 void encode_captured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
-                     const format::codec_policy& policy, bool hash, aligned_buffer& buf);
+                     const format::codec_policy& policy, bool hash, aligned_buffer& buf,
+                     const detail::tracked_save& ts);
 
 /// Encodes an uncaptured unit: raw page-aligned pieces are written from the leaf's memory, the
 /// rest from a staging buffer taken from `pool` (`slab_bytes`) when first needed.
 void encode_uncaptured(unit& un, const std::vector<flat_leaf>& leaves, format::index& ix,
                        const format::codec_policy& policy, bool hash, aligned_buffer& buf,
-                       detail::buffer_pool& pool, std::size_t slab_bytes);
+                       detail::buffer_pool& pool, std::size_t slab_bytes,
+                       const detail::tracked_save& ts);
 
 }  // namespace ckpt::pipeline
