@@ -14,7 +14,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -148,6 +150,19 @@ TEST_CASE("a tracking runtime knows unchanged chunks without reading them", "[di
       auto s = save();
       CHECK(s.untouched_bytes == 0);
       CHECK(s.shared_bytes == 0);
+    }
+    SECTION("a read(2) into the memory") {
+      const auto bytes = ckpt::test::random_bytes(mib, 7);
+      {
+        std::ofstream f(dir / "raw.bin", std::ios::binary);
+        f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+      }
+      const int fd = ::open((dir / "raw.bin").c_str(), O_RDONLY | O_CLOEXEC);
+      REQUIRE(fd >= 0);
+      CHECK(::pread(fd, m.aligned.get() + mib / 4, mib, 0) == std::int64_t(mib));  // chunk 1
+      ::close(fd);
+      auto s = save();
+      CHECK(s.untouched_bytes == tracked - mib);
     }
     SECTION("pages dropped by madvise read as zeros") {
       REQUIRE(::madvise(m.aligned.get() + mib / 4, 64 * 1024, MADV_DONTNEED) == 0);

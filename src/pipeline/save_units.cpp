@@ -75,9 +75,6 @@ std::uint64_t unit_buffer_bytes(const unit& u, std::uint64_t slab_bytes) {
                          : slab_bytes;
 }
 
-// A differential save's test of one piece against the base's chunk: hashes the raw bytes
-// (recorded either way) and marks the piece shared when they are the base's. (Hash alone: in
-// a fine-tuning save most chunks are unchanged, and a checksum of those would be wasted.)
 detail::tracked_save look_at_leaves(detail::write_tracker* wt, const std::vector<flat_leaf>& leaves,
                                     std::vector<unit>& units) {
   if (!wt) return {};
@@ -101,6 +98,10 @@ void remember_hash(const detail::tracked_save& ts, const piece& pc, const format
 }
 }  // namespace
 
+// A differential save's test of one piece against the base's chunk: hashes the raw bytes (or
+// takes the hash a tracking runtime still holds; recorded either way) and marks the piece shared
+// when they are the base's. (Hash alone: in a fine-tuning save most chunks are unchanged, and a
+// checksum of those would be wasted.)
 bool same_as_base(format::index& ix, piece& pc, std::span<const std::byte> raw,
                   const detail::tracked_save& ts) {
   if (!pc.base) return false;

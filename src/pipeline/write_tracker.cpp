@@ -102,10 +102,12 @@ bool write_tracker::look(std::span<const std::byte> bytes) {
     a.return_mask = page_is_written;
     const long n = ::ioctl(pagemap_, pagemap_scan, &a);
     if (n < 0) {
-      if (errno != EPERM) return false;
-      // Not registered (the first look, or a mapping replaced since): register, protect, and
-      // treat every page as written.
+      const int err = errno;
+      // Whatever failed, the written state of some pages may be gone: nothing here is known.
       forget(first, last);
+      if (err != EPERM) return false;
+      // Not registered (the first look, or a mapping replaced since): register and protect;
+      // every page counts as written.
       uffdio_register reg{};
       reg.range = {first, last - first};
       reg.mode = UFFDIO_REGISTER_MODE_WP;
@@ -113,12 +115,14 @@ bool write_tracker::look(std::span<const std::byte> bytes) {
       uffdio_writeprotect wp{};
       wp.range = {first, last - first};
       wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-      if (::ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) != 0) return false;
-      return true;
+      return ::ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) == 0;
     }
     for (long i = 0; i < n; ++i)
       forget(regions[static_cast<std::size_t>(i)].start, regions[static_cast<std::size_t>(i)].end);
-    if (a.walk_end <= at) return false;  // (no progress: never trust what follows)
+    if (a.walk_end <= at) {  // (no progress: never trust what follows)
+      forget(first, last);
+      return false;
+    }
     at = a.walk_end;
   }
   return true;
