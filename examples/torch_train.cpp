@@ -258,6 +258,9 @@ int fail_with(const char* what, const ckpt::error& e) {
 
 int main(int argc, char** argv) {
   torch::set_num_threads(1);  // one intra-op thread: deterministic, and cores left for ckpt
+  // Before the model exists: its tensors start on pages, so checkpoints write from them and
+  // restores read into them without staging copies.
+  ckpt::torch::use_page_aligned_tensors();
   fs::path dir;
   std::string job_name = "mlp";
   torch_train_config config;

@@ -2,7 +2,7 @@
 // (torch::serialize::OutputArchive / InputArchive, what torch::save / torch::load use) and
 // with ckpt, alternated in one run, both durable.
 //
-//   ckpt-perf torch [--dir DIR] [--runs N] [--big BYTES] [--no-fio] [--json]
+//   ckpt-perf torch [--dir DIR] [--runs N] [--big BYTES] [--no-fio] [--default-allocator] [--json]
 //
 // States: "example", the state of ckpt-torch-train (its MLP's parameters and AdamW moments after
 // one step: 3.2 M parameters x 3, 36 MiB), and "big", f32 tensors of 64 MiB each adding up to
@@ -19,6 +19,9 @@
 //   torch load:  InputArchive load_from(file), read of every tensor into the existing tensors.
 //   ckpt load:   load_blocking into a template of borrowed views of the existing tensors (in
 //                place, checksums verified).
+// Tensors are allocated after ckpt::torch::use_page_aligned_tensors(), as ckpt-torch-train does
+// (both serializers use the same tensors), unless --default-allocator keeps libtorch's 64-byte
+// alignment (ckpt then copies each tensor through staging buffers).
 // GiB/s = state bytes / wall time; medians over runs. Peak RSS of each step: the process's
 // high-water mark reset (clear_refs) before it, read (VmHWM) after; the state itself counts.
 #include "bench_util.hpp"
@@ -126,6 +129,7 @@ struct figures {
   std::vector<double> torch_save, ckpt_save, ckpt_save_shared, fio_write, fio_read, torch_load,
       ckpt_load;
   std::uint64_t rss_torch_save = 0, rss_ckpt_save = 0, rss_torch_load = 0, rss_ckpt_load = 0;
+  std::uint64_t stored_bytes = 0, direct_bytes = 0;  // of ckpt's (borrowed-leaf) save
   std::string fio_note;
 };
 
@@ -160,8 +164,10 @@ result<boost::json::object> bench_state(const std::string& name, named_tensors& 
       const tree t = tree_of(state);  // (a torch load may have given the tensors new storage)
       reset_peak_rss();
       const auto t0 = clock_type::now();
-      CKPT_TRY(save_blocking(ckpt_dir, t, {{"state", name}}));
+      CKPT_TRY(save_stats st, save_blocking(ckpt_dir, t, {{"state", name}}));
       f.ckpt_save.push_back(gb / seconds_since(t0));
+      f.stored_bytes = st.stored_bytes;
+      f.direct_bytes = st.direct_bytes;
       f.rss_ckpt_save = std::max(f.rss_ckpt_save, peak_rss_bytes());
       // The same save of shared leaves (zero copy: written straight from the tensors, which
       // must then not change until committed), for comparison.
@@ -228,6 +234,8 @@ result<boost::json::object> bench_state(const std::string& name, named_tensors& 
                         {"ckpt_save_shared_gibps", to_json(summarize(f.ckpt_save_shared))},
                         {"torch_load_gibps", to_json(summarize(f.torch_load))},
                         {"ckpt_load_gibps", to_json(summarize(f.ckpt_load))},
+                        {"ckpt_stored_bytes", f.stored_bytes},
+                        {"ckpt_direct_bytes", f.direct_bytes},
                         {"save_ratio_vs_torch", cs / ts},
                         {"load_ratio_vs_torch", cl / tl},
                         {"peak_rss_bytes",
@@ -255,17 +263,22 @@ void print_state(const boost::json::object& j) {
   auto mib = [&](const char* k) {
     return j.at("peak_rss_bytes").as_object().at(k).to_number<double>() / (1 << 20);
   };
-  std::printf("%s: %.1f MiB in %lld tensors, %lld run(s), medians\n",
+  std::printf("%s: %.1f MiB in %lld tensors (%lld on a page boundary), %lld run(s), medians\n",
               j.at("state").as_string().c_str(), j.at("bytes").to_number<double>() / (1 << 20),
               static_cast<long long>(j.at("tensors").to_number<std::int64_t>()),
+              static_cast<long long>(j.at("page_aligned_tensors").to_number<std::int64_t>()),
               static_cast<long long>(j.at("runs").to_number<std::int64_t>()));
   std::printf(
       "  save  torch %.2f GiB/s (peak RSS %.0f MiB)   ckpt %.2f GiB/s (peak RSS %.0f MiB)"
       "   ckpt/torch %.2fx\n",
       med("torch_save_gibps"), mib("torch_save"), med("ckpt_save_gibps"), mib("ckpt_save"),
       j.at("save_ratio_vs_torch").to_number<double>());
-  std::printf("  save  ckpt, shared leaves (zero copy) %.2f GiB/s\n",
-              med("ckpt_save_shared_gibps"));
+  std::printf(
+      "  save  ckpt, shared leaves (zero copy) %.2f GiB/s; ckpt stored %.1f%% of the bytes, "
+      "wrote %.1f%% from the tensors' memory\n",
+      med("ckpt_save_shared_gibps"),
+      100.0 * j.at("ckpt_stored_bytes").to_number<double>() / j.at("bytes").to_number<double>(),
+      100.0 * j.at("ckpt_direct_bytes").to_number<double>() / j.at("bytes").to_number<double>());
   if (j.contains("fio_write_gibps")) {
     std::printf("  fio write %.2f GiB/s   ckpt/fio %.2fx\n", med("fio_write_gibps"),
                 j.at("save_ratio_vs_fio").to_number<double>());
@@ -289,7 +302,7 @@ int torch_main(int argc, char** argv) {
   std::string dir = "/work/perfdir-torch";
   int runs = 3;
   std::uint64_t big = 1ull << 30;
-  bool use_fio = true, json = false;
+  bool use_fio = true, json = false, aligned = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -312,26 +325,33 @@ int torch_main(int argc, char** argv) {
       big = *b;
     } else if (a == "--no-fio") {
       use_fio = false;
+    } else if (a == "--default-allocator") {
+      aligned = false;
     } else if (a == "--json") {
       json = true;
     } else {
       std::fprintf(stderr,
                    "usage: ckpt-perf torch [--dir DIR] [--runs N] [--big BYTES] [--no-fio] "
-                   "[--json]\n");
+                   "[--default-allocator] [--json]\n");
       return 2;
     }
   }
   ::torch::set_num_threads(1);
+  if (aligned) ckpt::torch::use_page_aligned_tensors();
   fs::create_directories(dir);
   boost::json::array results;
   for (const char* name : {"example", "big"}) {
     named_tensors state = std::string(name) == "example" ? example_state() : big_state(big);
     prefault(2 * bytes_of(state));
+    std::size_t on_pages = 0;
+    for (const auto& [k, t] : state)
+      on_pages += ckpt::torch::is_page_aligned(t);
     auto j = bench_state(name, state, dir, runs, use_fio);
     if (!j) {
       std::fprintf(stderr, "ckpt-perf torch: %s: %s\n", name, j.error().what().c_str());
       return 1;
     }
+    j.value()["page_aligned_tensors"] = on_pages;
     if (!json) print_state(j.value());
     results.push_back(std::move(j).value());
   }
@@ -342,14 +362,17 @@ int torch_main(int argc, char** argv) {
                              "load_from + read into the tensors; ckpt: save_blocking of borrowed "
                              "leaves (durable) / load_blocking in place; page cache dropped "
                              "before loads; alternated"},
+                            {"page_aligned_allocator", aligned},
                             {"states", std::move(results)},
                             {"machine", machine_facts(dir)}};
     std::printf("%s\n", boost::json::serialize(out).c_str());
   } else {
     std::printf(
         "method: torch save = OutputArchive (torch::save) + fsync of file and dir; ckpt "
-        "save = durable save of borrowed leaves; loads cold (page cache dropped), in place"
-        "; %s\n",
+        "save = durable save of borrowed leaves; loads cold (page cache dropped), in place; "
+        "%s; %s\n",
+        aligned ? "tensors page-aligned (use_page_aligned_tensors)"
+                : "libtorch's default allocator",
         machine_line(dir).c_str());
   }
   return 0;

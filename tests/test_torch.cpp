@@ -296,3 +296,47 @@ TEST_CASE("strided and non-CPU tensors are refused", "[torch]") {
     CHECK(ct::borrow_tensor(cuda).error() == errc::invalid_argument);
   }
 }
+
+// Process-wide and not undone: when the whole program runs, the tests after this one allocate
+// page-aligned tensors too (ctest runs each test case in a process of its own).
+TEST_CASE("page-aligned tensors are written and read without staging copies", "[torch]") {
+  ckpt::test::temp_dir dir;
+  torch::manual_seed(3);
+  // Random bytes: raw chunks (nothing to compress), the only ones the direct paths take.
+  auto before = torch::randint(0, 256, {300000}, torch::kByte);  // libtorch's own allocator
+  ct::use_page_aligned_tensors();
+  ct::use_page_aligned_tensors();  // once per process; again changes nothing
+  auto big = torch::randint(0, 256, {(1 << 20) + 100}, torch::kByte);  // a partial last page
+  auto small = torch::randint(0, 256, {1000}, torch::kByte);
+  torch::nn::Linear lin(512, 256);
+  CHECK(ct::is_page_aligned(big));
+  CHECK(ct::is_page_aligned(lin->weight));  // 512 KiB, built after
+  CHECK(reinterpret_cast<std::uintptr_t>(small.data_ptr()) % 64 == 0);
+  CHECK_FALSE(ct::is_page_aligned(torch::Tensor()));
+  CHECK(torch::empty({0}).numel() == 0);  // a zero-byte allocation
+
+  tree t = tree::dict({{"before", ct::borrow_tensor(before).value()},
+                       {"big", ct::borrow_tensor(big).value()},
+                       {"small", ct::borrow_tensor(small).value()}});
+  auto s = ckpt::save_blocking(dir / "ck", t, {});
+  REQUIRE(s);
+  auto pages = [](const torch::Tensor& x) { return x.nbytes() / 4096 * 4096; };
+  // The whole pages of each page-aligned tensor went to the disk from its own memory.
+  CHECK(s.value().direct_bytes == pages(big) + (ct::is_page_aligned(before) ? pages(before) : 0));
+
+  // A load into views of page-aligned tensors fills them in place (read straight into them).
+  auto big2 = torch::zeros_like(big);
+  auto before2 = torch::zeros_like(before);
+  auto small2 = torch::zeros_like(small);
+  REQUIRE(ct::is_page_aligned(big2));
+  tree templ = tree::dict({{"before", ct::borrow_tensor(before2).value()},
+                           {"big", ct::borrow_tensor(big2).value()},
+                           {"small", ct::borrow_tensor(small2).value()}});
+  auto l = ckpt::load_blocking(dir / "ck", &templ);
+  REQUIRE(l);
+  CHECK(l.value().tree.get("big")->leaf().bytes().data() == big2.data_ptr());
+  CHECK(same_bits(big2, big));
+  CHECK(same_bits(before2, before));
+  CHECK(same_bits(small2, small));
+  before = torch::Tensor();  // freed by libtorch's deleter, with the new allocator installed
+}

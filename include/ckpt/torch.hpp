@@ -44,6 +44,8 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include <cstddef>
+
 namespace ckpt::torch {
 
 /// bool, i8..i64, u8, f16, bf16, f32, f64; other scalar types are `errc::unknown_dtype`.
@@ -81,6 +83,19 @@ result<tree> optimizer_tree(const ::torch::optim::Optimizer& opt, const ::torch:
 /// of the same kind, the same groups of the same parameters of `m`). State tensors are copies.
 result<void> restore_optimizer(::torch::optim::Optimizer& opt, const ::torch::nn::Module& m,
                                const tree& saved);
+
+/// Allocations of at least this many bytes start on a page once use_page_aligned_tensors ran.
+inline constexpr std::size_t aligned_tensor_min = 64 * 1024;
+/// Installs, once for the process, a libtorch CPU allocator that puts every allocation of
+/// aligned_tensor_min bytes or more on a page boundary (smaller ones keep libtorch's 64 bytes;
+/// at most 4 KiB more per tensor). Call it before the model and optimizer are built. Then a
+/// blocking save writes raw chunks of their tensors straight from the tensors' memory with
+/// O_DIRECT, and a load into module_tree(m) reads straight into the module's tensors: neither
+/// copies the tensors through a staging buffer (libtorch's default 64-byte alignment rules the
+/// direct paths out). Tensors allocated before keep their memory and deleter. Not undone.
+void use_page_aligned_tensors();
+/// Whether a tensor's data starts on a page boundary (false for an undefined tensor).
+bool is_page_aligned(const at::Tensor& t);
 
 /// A copy of the default CPU generator's state, u8[N].
 result<array> generator_state();

@@ -7,6 +7,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Functions.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_utils.h>
 #include <torch/nn/module.h>
@@ -15,6 +16,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -654,6 +656,36 @@ result<void> set_generator_state(const array& state) {
     gen.set_state(t);
     return success();
   });
+}
+
+namespace {
+
+// libtorch's CPU allocator with one change: allocations of aligned_tensor_min bytes or more start
+// on a page. Memory comes from posix_memalign and goes back through free (raw_deleter), so
+// tensors of either allocator can be freed whichever is installed.
+struct page_aligned_allocator final : c10::Allocator {
+  c10::DataPtr allocate(std::size_t n) const override {
+    if (n == 0) return {nullptr, nullptr, &free_memory, c10::Device(c10::DeviceType::CPU)};
+    const std::size_t align = n >= aligned_tensor_min ? 4096 : c10::gAlignment;
+    void* p = nullptr;
+    if (::posix_memalign(&p, align, n) != 0) throw std::bad_alloc();
+    return {p, p, &free_memory, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &free_memory; }
+  static void free_memory(void* p) { std::free(p); }
+};
+
+}  // namespace
+
+void use_page_aligned_tensors() {
+  static page_aligned_allocator allocator;  // never destroyed before libtorch stops using it
+  static std::once_flag once;
+  // Priority 1: above the default allocator's registration (0), so nothing puts it back.
+  std::call_once(once, [] { c10::SetCPUAllocator(&allocator, 1); });
+}
+
+bool is_page_aligned(const at::Tensor& t) {
+  return t.defined() && reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 4096 == 0;
 }
 
 }  // namespace ckpt::torch
