@@ -130,6 +130,7 @@ struct figures {
       ckpt_load;
   std::uint64_t rss_torch_save = 0, rss_ckpt_save = 0, rss_torch_load = 0, rss_ckpt_load = 0;
   std::uint64_t stored_bytes = 0, direct_bytes = 0;  // of ckpt's (borrowed-leaf) save
+  double written_s = 0, fsync_s = 0, commit_s = 0;   // its phases, last run
   std::string fio_note;
 };
 
@@ -168,6 +169,9 @@ result<boost::json::object> bench_state(const std::string& name, named_tensors& 
       f.ckpt_save.push_back(gb / seconds_since(t0));
       f.stored_bytes = st.stored_bytes;
       f.direct_bytes = st.direct_bytes;
+      f.written_s = st.written_s;
+      f.fsync_s = st.fsync_s;
+      f.commit_s = st.commit_s;
       f.rss_ckpt_save = std::max(f.rss_ckpt_save, peak_rss_bytes());
       // The same save of shared leaves (zero copy: written straight from the tensors, which
       // must then not change until committed), for comparison.
@@ -236,6 +240,8 @@ result<boost::json::object> bench_state(const std::string& name, named_tensors& 
                         {"ckpt_load_gibps", to_json(summarize(f.ckpt_load))},
                         {"ckpt_stored_bytes", f.stored_bytes},
                         {"ckpt_direct_bytes", f.direct_bytes},
+                        {"ckpt_save_phases_s",
+                         {{"written", f.written_s}, {"fsync", f.fsync_s}, {"commit", f.commit_s}}},
                         {"save_ratio_vs_torch", cs / ts},
                         {"load_ratio_vs_torch", cl / tl},
                         {"peak_rss_bytes",
@@ -279,6 +285,11 @@ void print_state(const boost::json::object& j) {
       med("ckpt_save_shared_gibps"),
       100.0 * j.at("ckpt_stored_bytes").to_number<double>() / j.at("bytes").to_number<double>(),
       100.0 * j.at("ckpt_direct_bytes").to_number<double>() / j.at("bytes").to_number<double>());
+  const auto& ph = j.at("ckpt_save_phases_s").as_object();
+  std::printf(
+      "  save  ckpt phases (last run): data written at %.1f ms, fsyncs %.1f ms, commit %.1f ms\n",
+      1e3 * ph.at("written").to_number<double>(), 1e3 * ph.at("fsync").to_number<double>(),
+      1e3 * ph.at("commit").to_number<double>());
   if (j.contains("fio_write_gibps")) {
     std::printf("  fio write %.2f GiB/s   ckpt/fio %.2fx\n", med("fio_write_gibps"),
                 j.at("save_ratio_vs_fio").to_number<double>());
