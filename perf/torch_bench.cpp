@@ -129,8 +129,7 @@ struct figures {
   std::vector<double> torch_save, ckpt_save, ckpt_save_shared, fio_write, fio_read, torch_load,
       ckpt_load;
   std::uint64_t rss_torch_save = 0, rss_ckpt_save = 0, rss_torch_load = 0, rss_ckpt_load = 0;
-  std::uint64_t stored_bytes = 0, direct_bytes = 0;  // of ckpt's (borrowed-leaf) save
-  double written_s = 0, fsync_s = 0, commit_s = 0;   // its phases, last run
+  save_stats last_ckpt_save;  // of borrowed leaves, the last run's
   std::string fio_note;
 };
 
@@ -165,13 +164,8 @@ result<boost::json::object> bench_state(const std::string& name, named_tensors& 
       const tree t = tree_of(state);  // (a torch load may have given the tensors new storage)
       reset_peak_rss();
       const auto t0 = clock_type::now();
-      CKPT_TRY(save_stats st, save_blocking(ckpt_dir, t, {{"state", name}}));
+      CKPT_TRY(f.last_ckpt_save, save_blocking(ckpt_dir, t, {{"state", name}}));
       f.ckpt_save.push_back(gb / seconds_since(t0));
-      f.stored_bytes = st.stored_bytes;
-      f.direct_bytes = st.direct_bytes;
-      f.written_s = st.written_s;
-      f.fsync_s = st.fsync_s;
-      f.commit_s = st.commit_s;
       f.rss_ckpt_save = std::max(f.rss_ckpt_save, peak_rss_bytes());
       // The same save of shared leaves (zero copy: written straight from the tensors, which
       // must then not change until committed), for comparison.
@@ -238,10 +232,12 @@ result<boost::json::object> bench_state(const std::string& name, named_tensors& 
                         {"ckpt_save_shared_gibps", to_json(summarize(f.ckpt_save_shared))},
                         {"torch_load_gibps", to_json(summarize(f.torch_load))},
                         {"ckpt_load_gibps", to_json(summarize(f.ckpt_load))},
-                        {"ckpt_stored_bytes", f.stored_bytes},
-                        {"ckpt_direct_bytes", f.direct_bytes},
+                        {"ckpt_stored_bytes", f.last_ckpt_save.stored_bytes},
+                        {"ckpt_direct_bytes", f.last_ckpt_save.direct_bytes},
                         {"ckpt_save_phases_s",
-                         {{"written", f.written_s}, {"fsync", f.fsync_s}, {"commit", f.commit_s}}},
+                         {{"written", f.last_ckpt_save.written_s},
+                          {"fsync", f.last_ckpt_save.fsync_s},
+                          {"commit", f.last_ckpt_save.commit_s}}},
                         {"save_ratio_vs_torch", cs / ts},
                         {"load_ratio_vs_torch", cl / tl},
                         {"peak_rss_bytes",

@@ -666,7 +666,8 @@ namespace {
 struct page_aligned_allocator final : c10::Allocator {
   c10::DataPtr allocate(std::size_t n) const override {
     if (n == 0) return {nullptr, nullptr, &free_memory, c10::Device(c10::DeviceType::CPU)};
-    const std::size_t align = n >= aligned_tensor_min ? 4096 : c10::gAlignment;
+    const std::size_t align =
+        n >= aligned_tensor_min ? aligned_buffer::default_alignment : c10::gAlignment;
     void* p = nullptr;
     if (::posix_memalign(&p, align, n) != 0) throw std::bad_alloc();
     return {p, p, &free_memory, c10::Device(c10::DeviceType::CPU)};
@@ -685,7 +686,7 @@ void use_page_aligned_tensors() {
 }
 
 bool is_page_aligned(const at::Tensor& t) {
-  return t.defined() && reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 4096 == 0;
+  return t.defined() && is_aligned(t.data_ptr(), aligned_buffer::default_alignment);
 }
 
 }  // namespace ckpt::torch
