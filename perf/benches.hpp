@@ -19,8 +19,9 @@ struct save_load_config {
   int runs = 1;
   bool fio = true;  ///< fio baseline too, when installed
   bool raw = true;  ///< raw O_DIRECT io_uring baseline, alternated with our runs
-  /// Each timed save or load in a fresh process (`ckpt-perf save-child`/`load-child`), which
-  /// builds the tree (save) or the destination (load) and pays first-touch costs as a user does;
+  /// Each timed save or load in a fresh process (`ckpt-perf-child save|load`, which links
+  /// libckpt alone and builds the tree (save) or the destination (load): it pays first-touch
+  /// costs as a user does, and its peak RSS holds no library ckpt does not need);
   /// false (--warm): in this process, after a pre-fault.
   bool fresh = true;
 };

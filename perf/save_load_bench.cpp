@@ -7,8 +7,9 @@
 //
 // Method (save): per run three timed steps, their order rotating from run to run (use a
 // multiple of 3 runs: a big write straight after another one is faster on our disks than one
-// after a pause): the raw baseline, fio, and our save: by default in a fresh process that
-// builds the tree (owned leaves), resets the peak-RSS mark and times save_blocking() from the
+// after a pause): the raw baseline, fio, and our save: by default in a fresh process
+// (`ckpt-perf-child save`, perf/child.cpp, which links libckpt alone) that builds the tree (owned
+// leaves), resets the peak-RSS mark and times save_blocking() from the
 // call to the commit (fsyncs, index, marker, rename and directory fsyncs included), paying
 // first-touch costs as a user does; with --warm in this process after pre-faulting 2x the
 // tree's bytes (untimed).
@@ -29,8 +30,6 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-
-#include <malloc.h>
 
 #include <chrono>
 #include <cstdio>
@@ -59,9 +58,11 @@ spread spread_of(const boost::json::object& j, std::string_view k) {
   s.n = static_cast<int>(num(o, "n"));
   return s;
 }
-// Runs `ckpt-perf <args>` in a fresh process; the JSON object it prints on its last line.
+// Runs `ckpt-perf-child <args>` (perf/child.cpp, beside this executable) in a fresh process;
+// the JSON object it prints on its last line. The child links libckpt alone, so its peak RSS is
+// the tree and what ckpt adds, not ckpt-perf's libtorch and MPI (~150 MiB of library pages).
 result<boost::json::object> run_child(const std::vector<std::string>& args) {
-  std::string cmd = shell_quote(self_exe());
+  std::string cmd = shell_quote((fs::path(self_exe()).parent_path() / "ckpt-perf-child").string());
   for (const auto& a : args)
     cmd += " " + shell_quote(a);
   int status = 0;
@@ -118,7 +119,7 @@ result<boost::json::object> bench_save(const save_load_config& c, const tree& t)
       fs::path target = fs::path(c.dir) / ("ckpt-perf-save-" + c.workload);
       fs::remove_all(target);
       if (c.fresh) {
-        auto j = run_child({"save-child", "--workload", c.workload, "--target", target.string()});
+        auto j = run_child({"save", "--workload", c.workload, "--target", target.string()});
         if (!j) return fail(std::move(j).error());
         const auto& o = j.value();
         peak = std::max(peak, static_cast<std::uint64_t>(num(o, "peak_rss_bytes")));
@@ -282,7 +283,7 @@ result<boost::json::object> bench_load(const save_load_config& c, const tree& t)
       cache = drop_page_cache();
       double secs = 0;
       if (c.fresh) {
-        auto j = run_child({"load-child", "--workload", c.workload, "--target", target.string()});
+        auto j = run_child({"load", "--workload", c.workload, "--target", target.string()});
         if (!j) return fail(std::move(j).error());
         secs = num(j.value(), "secs");
         peak = std::max(peak, static_cast<std::uint64_t>(num(j.value(), "peak_rss_bytes")));
@@ -458,70 +459,6 @@ int load_main(int argc, char** argv) {
   return bench_main(argc, argv, false);
 }
 
-// The fresh-process halves of `save` and `load`: build the tree (or a destination of its shapes),
-// then time one save_blocking (or load_blocking) and print what the parent reports as JSON.
-int child_main(int argc, char** argv, bool save) {
-  std::string workload, target;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--workload") workload = argv[i + 1];
-    if (a == "--target") target = argv[i + 1];
-  }
-  auto t = ckpt::perf::make_workload(workload);
-  if (!t || target.empty()) {
-    std::fprintf(stderr, "usage: ckpt-perf %s-child --workload W --target PATH\n",
-                 save ? "save" : "load");
-    return 2;
-  }
-  boost::json::object j;
-  ckpt::tree dest;
-  if (!save) {
-    dest = ckpt::perf::destination_like(t.value());
-    t.value() = ckpt::tree();
-    ::malloc_trim(0);  // the generated tree's pages go back before the mark is reset
-  }
-  ckpt::perf::reset_peak_rss();
-  const std::uint64_t before = ckpt::perf::peak_rss_bytes();  // (the mark is the RSS now)
-  auto t0 = std::chrono::steady_clock::now();
-  if (save) {
-    auto s = ckpt::save_blocking(target, t.value(), {{"workload", workload}});
-    j["secs"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!s) {
-      std::fprintf(stderr, "ckpt-perf save-child: %s\n", s.error().what().c_str());
-      return 1;
-    }
-    const auto& st = s.value();
-    j["stored_bytes"] = st.stored_bytes;
-    j["direct_bytes"] = st.direct_bytes;
-    j["staged_s"] = st.staged_s;
-    j["encode_s"] = st.encode_s;
-    j["written_s"] = st.written_s;
-    j["fsync_s"] = st.fsync_s;
-    j["commit_s"] = st.commit_s;
-  } else {
-    auto l = ckpt::load_blocking(target, &dest);
-    j["secs"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!l) {
-      std::fprintf(stderr, "ckpt-perf load-child: %s\n", l.error().what().c_str());
-      return 1;
-    }
-  }
-  j["peak_rss_bytes"] = ckpt::perf::peak_rss_bytes();
-  j["added_rss_bytes"] = ckpt::perf::peak_rss_bytes() - before;
-  std::printf("%s\n", boost::json::serialize(j).c_str());
-  return 0;
-}
-int save_child_main(int argc, char** argv) {
-  return child_main(argc, argv, true);
-}
-int load_child_main(int argc, char** argv) {
-  return child_main(argc, argv, false);
-}
-
-ckpt::perf::register_command save_child_cmd("save-child", "(internal) one save in a fresh process",
-                                            save_child_main);
-ckpt::perf::register_command load_child_cmd("load-child", "(internal) one load in a fresh process",
-                                            load_child_main);
 ckpt::perf::register_command save_cmd("save", "save a WORKLOADS.md tree (durable)", save_main);
 ckpt::perf::register_command load_cmd("load", "load a WORKLOADS.md tree (cold cache)", load_main);
 
