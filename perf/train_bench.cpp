@@ -256,7 +256,7 @@ result<boost::json::object> bench_train(const train_config& c, tree& t) {
     // The second copy of the state (untimed).
     std::vector<array> b;
     for (const auto& a : copies[0]) {
-      aligned_buffer buf(a.num_bytes());
+      auto buf = aligned_buffer::for_array(a.num_bytes());
       if (buf.size()) std::memcpy(buf.data(), a.bytes().data(), buf.size());
       b.push_back(array::adopt(a.dtype(), a.shape(), std::move(buf)).value());
     }

@@ -47,7 +47,7 @@ void fill_gaussian(float* out, std::size_t n, float sd, std::uint64_t seed) {
 
 array f32_leaf(ckpt::shape s, float sd, std::uint64_t seed, bool squared = false) {
   std::uint64_t bytes = byte_size(dtype::f32, s).value();
-  aligned_buffer b(bytes);
+  auto b = aligned_buffer::for_array(bytes);
   float* p = reinterpret_cast<float*>(b.data());
   fill_gaussian(p, bytes / 4, sd, seed);
   if (squared) {
@@ -67,7 +67,7 @@ std::uint16_t to_bf16(float f) {
 array bf16_leaf(ckpt::shape s, float sd, std::uint64_t seed) {
   array f = f32_leaf(s, sd, seed);
   std::uint64_t n = f.num_elements();
-  aligned_buffer b(n * 2);
+  auto b = aligned_buffer::for_array(n * 2);
   auto* dst = reinterpret_cast<std::uint16_t*>(b.data());
   auto src = f.as<float>();
   for (std::uint64_t i = 0; i < n; ++i)
@@ -146,7 +146,7 @@ result<tree> make_workload(std::string_view name, std::uint64_t seed) {
         char lname[32];
         std::snprintf(lname, sizeof lname, "t_%02d", i);
         std::int64_t n = 1024 + static_cast<std::int64_t>(r.next() % (16384 - 1024 + 1));
-        aligned_buffer b(static_cast<std::size_t>(n) * 4);
+        auto b = aligned_buffer::for_array(static_cast<std::size_t>(n) * 4);
         rng lr{r.next()};
         float* p = reinterpret_cast<float*>(b.data());
         for (std::int64_t j = 0; j < n; j += 2) {
@@ -166,7 +166,7 @@ result<tree> make_workload(std::string_view name, std::uint64_t seed) {
 }
 
 aligned_buffer gaussian_f32(std::uint64_t bytes, std::uint64_t seed) {
-  aligned_buffer b(bytes);
+  auto b = aligned_buffer::for_array(bytes);
   fill_gaussian(reinterpret_cast<float*>(b.data()), bytes / 4, 0.02f, seed);
   return b;
 }
@@ -237,7 +237,7 @@ std::uint64_t rss_bytes() {
 tree destination_like(const tree& t) {
   std::vector<array> leaves;
   for (auto& fl : t.flatten()) {
-    aligned_buffer b(fl.array.num_bytes());
+    auto b = aligned_buffer::for_array(fl.array.num_bytes());
     if (b.size()) std::memset(b.data(), 0, b.size());
     leaves.push_back(array::adopt(fl.array.dtype(), fl.array.shape(), std::move(b)).value());
   }

@@ -71,7 +71,13 @@ TEST_CASE("0-d, empty, shared, owned and spec arrays", "[array]") {
   auto z = ckpt::array::zeros(dtype::i16, {3, 3});
   REQUIRE(z);
   CHECK(z.value().ownership() == ckpt::ownership::owned);
-  CHECK(ckpt::is_aligned(z.value().bytes().data(), 4096));
+  CHECK(ckpt::is_aligned(z.value().bytes().data(), ckpt::aligned_buffer::small_alignment));
+  // From page_aligned_min on an owned array starts on a page (the O_DIRECT paths take it).
+  auto big = ckpt::array::zeros(dtype::u8, {ckpt::aligned_buffer::page_aligned_min});
+  REQUIRE(big);
+  CHECK(ckpt::is_aligned(big.value().bytes().data(), 4096));
+  static_assert(ckpt::aligned_buffer::array_alignment(65535) == 64);
+  static_assert(ckpt::aligned_buffer::array_alignment(65536) == 4096);
   for (auto x : z.value().as<std::int16_t>())
     CHECK(x == 0);
 

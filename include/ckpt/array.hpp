@@ -60,7 +60,8 @@ class array {
   /// An immutable shared buffer; `owner` keeps `bytes` alive.
   static result<array> share(dtype t, ckpt::shape s, std::shared_ptr<const void> owner,
                              std::span<const std::byte> bytes);
-  /// A zero-filled owned array (4 KiB aligned). Throws std::bad_alloc; errors on bad shapes.
+  /// A zero-filled owned array (aligned_buffer::for_array: on a page from 64 KiB on, 64 bytes
+  /// below). Throws std::bad_alloc; errors on bad shapes.
   static result<array> zeros(dtype t, ckpt::shape s);
   /// An owned array taking over `buffer` (`buffer.size()` must equal the byte size).
   static result<array> adopt(dtype t, ckpt::shape s, aligned_buffer buffer);

@@ -14,6 +14,21 @@ namespace ckpt {
 class aligned_buffer {
  public:
   static constexpr std::size_t default_alignment = 4096;
+  /// The memory ckpt allocates for an array (array::zeros, a load's fresh arrays) starts on a
+  /// page from this many bytes on: the O_DIRECT paths write raw chunks of 64 KiB or more straight
+  /// from a leaf and read them straight into one. A smaller array gets `small_alignment`: those
+  /// paths never take it, and a page each would cost up to two pages of heap per array.
+  static constexpr std::size_t page_aligned_min = 64 * 1024;
+  static constexpr std::size_t small_alignment = 64;
+  /// The alignment of an array of `size` bytes, by the rule above.
+  static constexpr std::size_t array_alignment(std::size_t size) noexcept {
+    return size >= page_aligned_min ? default_alignment : small_alignment;
+  }
+  /// `size` bytes (uninitialised) aligned for an array: aligned_buffer(size,
+  /// array_alignment(size)).
+  static aligned_buffer for_array(std::size_t size) {
+    return aligned_buffer(size, array_alignment(size));
+  }
 
   aligned_buffer() noexcept = default;
   /// Allocates `size` bytes (uninitialised). Throws std::bad_alloc when memory is exhausted.

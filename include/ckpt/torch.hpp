@@ -35,6 +35,7 @@
 #pragma once
 
 #include <ckpt/array.hpp>
+#include <ckpt/buffer.hpp>
 #include <ckpt/dtype.hpp>
 #include <ckpt/error.hpp>
 #include <ckpt/tree.hpp>
@@ -85,7 +86,7 @@ result<void> restore_optimizer(::torch::optim::Optimizer& opt, const ::torch::nn
                                const tree& saved);
 
 /// Allocations of at least this many bytes start on a page once use_page_aligned_tensors ran.
-inline constexpr std::size_t aligned_tensor_min = 64 * 1024;
+inline constexpr std::size_t aligned_tensor_min = aligned_buffer::page_aligned_min;
 /// Installs, once for the process, a libtorch CPU allocator that puts every allocation of
 /// aligned_tensor_min bytes or more on a page boundary (smaller ones keep libtorch's 64 bytes;
 /// at most 4 KiB more per tensor). Call it before the model and optimizer are built. Then a

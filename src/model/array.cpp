@@ -112,7 +112,7 @@ result<array> array::adopt(ckpt::dtype t, ckpt::shape s, aligned_buffer buffer) 
 
 result<array> array::zeros(ckpt::dtype t, ckpt::shape s) {
   CKPT_TRY(std::uint64_t bytes, byte_size(t, s));
-  aligned_buffer buf(bytes);
+  auto buf = aligned_buffer::for_array(bytes);
   if (bytes) std::memset(buf.data(), 0, bytes);
   return adopt(t, std::move(s), std::move(buf));
 }

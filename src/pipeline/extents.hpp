@@ -5,6 +5,7 @@
 #include "checkpoint/files.hpp"
 #include "format/index.hpp"
 
+#include <ckpt/buffer.hpp>
 #include <ckpt/io.hpp>
 
 #include <boost/asio/awaitable.hpp>
@@ -25,7 +26,7 @@ inline constexpr std::uint64_t max_extent = 4ull << 20;
 inline constexpr std::uint64_t max_gap = 256ull << 10;  ///< unneeded bytes read to merge two
 /// The smallest raw chunk that a save writes from the leaf's memory and a load reads straight
 /// into its destination (smaller ones go through staging buffers, packed with their neighbours).
-inline constexpr std::uint64_t direct_min = 64ull << 10;
+inline constexpr std::uint64_t direct_min = aligned_buffer::page_aligned_min;
 /// Bytes of reads or writes one streaming save or load keeps in flight: enough to keep the
 /// disk's queue full, little next to the tree (the runtime's staging budget when smaller).
 inline constexpr std::uint64_t stream_window = 128ull << 20;

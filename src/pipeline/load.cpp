@@ -33,7 +33,7 @@ namespace {
 // error, never an exception escaping the pipeline (found by the hostile-index tests).
 result<ckpt::array> allocate_leaf(const format::leaf_entry& le) {
   try {
-    return array::adopt(le.dtype, le.shape, aligned_buffer(le.num_bytes));
+    return array::adopt(le.dtype, le.shape, aligned_buffer::for_array(le.num_bytes));
   } catch (const std::bad_alloc&) {
     return fail(errc::limit_exceeded, "leaf \"" + le.path + "\": cannot allocate " +
                                           std::to_string(le.num_bytes) + " bytes");

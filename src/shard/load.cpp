@@ -271,7 +271,7 @@ asio::awaitable<result<sharded_loaded>> load_slices(std::shared_ptr<runtime> rt,
       try {
         auto bytes = byte_size(l.dtype, s.where.extent);
         if (!bytes) co_return fail(bytes.error());
-        auto z = array::adopt(l.dtype, s.where.extent, aligned_buffer(bytes.value()));
+        auto z = array::adopt(l.dtype, s.where.extent, aligned_buffer::for_array(bytes.value()));
         if (!z) co_return fail(z.error());
         s.data = std::move(z.value());
       } catch (const std::bad_alloc&) {
