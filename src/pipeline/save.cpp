@@ -129,6 +129,8 @@ struct save_handle::state : std::enable_shared_from_this<save_handle::state> {
   asio::awaitable<void> capture_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<void> capture_and_write();
   asio::awaitable<void> grow_file(std::size_t f, std::uint64_t end);
+  asio::awaitable<result<void>> write_at(std::size_t f, std::span<const std::byte> bytes,
+                                         std::uint64_t offset);
   asio::awaitable<result<void>> process_unit(std::size_t u);
   asio::awaitable<void> encode_unit(std::size_t u, std::shared_ptr<aligned_buffer> buf);
   asio::awaitable<result<void>> commit();
@@ -447,16 +449,31 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
       ce.offset = ce.stored_size == 0 ? 0 : off + un.rel_offsets[p];  // (0: fill runs only)
     }
     co_await grow_file(f, off + un.extent);
-    for (const segment& sg : un.out) {
-      if (failure) break;
-      if (sg.from_leaf) direct_bytes += sg.bytes.size();
-      auto w = co_await io().write(data_files[f], sg.bytes, off + sg.rel);
+    if (!failure) {
+      // The unit's segments (disjoint) all at once: one after another, a unit of a direct piece
+      // and a staging run kept its second write waiting for the first, which left a small save
+      // (36 MiB of tensors) with a write queue of one per unit after its first writes.
+      std::vector<asio::awaitable<result<void>>> writes;
+      writes.reserve(un.out.size());
+      for (const segment& sg : un.out) {
+        if (sg.from_leaf) direct_bytes += sg.bytes.size();
+        writes.push_back(write_at(f, sg.bytes, off + sg.rel));
+      }
+      auto w = co_await detail::when_all(co_await asio::this_coro::executor, std::move(writes));
       if (!w) fail_with(std::move(w).error());
     }
   }
   un.out.clear();
   rti_.buffers.give(std::move(*buf));
   if (window) window->release(slab_bytes);
+  co_return success();
+}
+
+asio::awaitable<result<void>> save_handle::state::write_at(std::size_t f,
+                                                           std::span<const std::byte> bytes,
+                                                           std::uint64_t offset) {
+  auto self = shared_from_this();
+  CKPT_CO_TRY(co_await io().write(data_files[f], bytes, offset));
   co_return success();
 }
 
