@@ -236,7 +236,7 @@ class task_group {
       s_->waiting = true;
       if (s_->running == 0) s_->done.set(success());
     }
-    co_await s_->done.wait_async();
+    (void)co_await s_->done.wait_async();  // (always success(): the first error is s_->first)
     std::lock_guard l(s_->m);
     if (s_->first) co_return fail(*s_->first);
     co_return success();

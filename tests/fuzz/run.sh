@@ -9,7 +9,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 secs=${1:-60}
-build=${2:-$here/../../build/fuzz}
+build=$(realpath -m "${2:-$here/../../build/fuzz}")  # absolute: each target runs in $work
 work=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-fuzz.XXXXXX")
 status=0
 for t in fuzz_index fuzz_chunk fuzz_load; do
