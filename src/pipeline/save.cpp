@@ -412,7 +412,7 @@ asio::awaitable<result<void>> save_handle::state::process_unit(std::size_t u) {
   }
   // 2. Encode (codec choice, compression, checksum) with a bounded number in flight, once the
   //    temporary directory and data files exist.
-  co_await prepared.wait_async();
+  (void)co_await prepared.wait_async();  // (always success(): failures go to fail_with)
   co_await encode_slots->acquire(1);
   if (!failure) co_await asio::co_spawn(rti_.background, encode_unit(u, buf), asio::use_awaitable);
   encode_slots->release(1);
@@ -517,7 +517,7 @@ asio::awaitable<void> save_handle::state::capture_and_write() {
         std::max(slab_bytes, std::min(rti_.staging.capacity(), stream_window)));
   }
   if (testing::planted("fsync_before_write")) {  // test builds only: a deliberate bug
-    co_await prepared.wait_async();
+    (void)co_await prepared.wait_async();        // (always success(): failures go to fail_with)
     for (auto& f : data_files)
       (void)co_await io().fsync(f);
   }
@@ -657,7 +657,7 @@ asio::awaitable<void> save_handle::state::run() {
   // Directory and files are made while the borrowed bytes are captured.
   asio::co_spawn(co_await asio::this_coro::executor, prepare_then_signal(), asio::detached);
   co_await capture_and_write();
-  co_await prepared.wait_async();
+  (void)co_await prepared.wait_async();  // (always success(): failures go to fail_with)
   {
     std::lock_guard l(stats_mutex);
     stats.written_s = since_start();
