@@ -16,6 +16,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -666,8 +667,8 @@ namespace {
 struct page_aligned_allocator final : c10::Allocator {
   c10::DataPtr allocate(std::size_t n) const override {
     if (n == 0) return {nullptr, nullptr, &free_memory, c10::Device(c10::DeviceType::CPU)};
-    const std::size_t align =
-        n >= aligned_tensor_min ? aligned_buffer::default_alignment : c10::gAlignment;
+    // ckpt's rule for arrays (a page from aligned_tensor_min on), never below libtorch's own.
+    const std::size_t align = std::max(aligned_buffer::array_alignment(n), c10::gAlignment);
     void* p = nullptr;
     if (::posix_memalign(&p, align, n) != 0) throw std::bad_alloc();
     return {p, p, &free_memory, c10::Device(c10::DeviceType::CPU)};
