@@ -232,3 +232,28 @@ TEST_CASE("hostile fill runs are refused, naming the chunk", "[runs][format]") {
   CHECK_THAT(parse_error(replaced(good, "\"version\":[1,2]", "\"version\":[1,1]")),
              Catch::Contains("fill runs in a version 1.1 index"));
 }
+
+TEST_CASE("find_runs: one byte off anywhere in a page and the page is no run", "[runs]") {
+  // page_is compares the page with itself a word further on: every byte place must count, for
+  // zeros and for a value of each element size.
+  std::vector<std::byte> page(fmt::run_page);
+  for (std::size_t es : {1u, 2u, 4u, 8u}) {
+    const std::uint64_t value = es == 1 ? 0 : 0x0123456789abcdefull;
+    for (std::size_t i = 0; i < page.size(); i += es)
+      std::memcpy(page.data() + i, &value, es);
+    std::vector<fmt::fill_run> runs;
+    fmt::find_runs(page, es, 0, runs);
+    REQUIRE(runs.size() == 1);
+    CHECK(runs[0].length == fmt::run_page);
+    std::size_t missed = 0;
+    for (std::size_t at = 0; at < page.size(); ++at) {
+      page[at] ^= std::byte{0x10};
+      runs.clear();
+      fmt::find_runs(page, es, 0, runs);
+      missed += runs.size();
+      page[at] ^= std::byte{0x10};
+    }
+    INFO("element size " << es);
+    CHECK(missed == 0);
+  }
+}

