@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 namespace ckpt {
@@ -101,11 +102,15 @@ struct target {
   std::string_view caller_leaf = {};  // set when `dest` is the caller's (template's) memory
 };
 
+// The arrays a load restores, one per leaf of the tree it rebuilds, in tree::flatten's order
+// (empty where partial mode skipped the leaf): rebuild walks the tree in that same order, so
+// no leaf path is built or looked up twice.
+using restored_leaves = std::vector<std::optional<ckpt::array>>;
+
 // Matches a template against the checkpoint (pipeline/match.hpp). Fills `targets` and
-// `restored` (template path -> restored array) or reports every mismatch.
+// `restored` or reports every mismatch.
 result<void> match_template(const format::index& ix, const tree& tmpl, const load_options& opt,
-                            std::vector<target>& targets,
-                            std::unordered_map<std::string, ckpt::array>& restored,
+                            std::vector<target>& targets, restored_leaves& restored,
                             const std::string& where) {
   auto flat = tmpl.flatten();
   std::vector<pipeline::leaf_desc> asked, saved;
@@ -116,6 +121,7 @@ result<void> match_template(const format::index& ix, const tree& tmpl, const loa
   for (const auto& le : ix.leaves)
     saved.push_back({le.path, le.dtype, le.shape});
   CKPT_TRY(auto matched, pipeline::match_leaves(asked, saved, opt.partial, {}, where));
+  restored.resize(flat.size());
   for (std::size_t a = 0; a < flat.size(); ++a) {
     if (matched[a] < 0) continue;
     const auto li = static_cast<std::uint32_t>(matched[a]);
@@ -131,31 +137,28 @@ result<void> match_template(const format::index& ix, const tree& tmpl, const loa
     const bool in_place = dest.mutable_bytes().data() == flat[a].array.bytes().data();
     targets.push_back({li, dest.mutable_bytes()});
     if (in_place) targets.back().caller_leaf = ix.leaves[li].path;
-    restored.emplace(flat[a].path, std::move(dest));
+    restored[a] = std::move(dest);
   }
   return success();
 }
 
-// Rebuilds `tmpl` with the restored arrays; partial mode drops leaves that were skipped.
-tree rebuild(const tree& tmpl, std::string& path,
-             std::unordered_map<std::string, ckpt::array>& restored, bool& any) {
+// Rebuilds `tmpl` with the restored arrays, taken in order from `next`; partial mode drops
+// leaves that were skipped.
+tree rebuild(const tree& tmpl, restored_leaves::iterator& next, bool& any) {
   switch (tmpl.type()) {
     case tree::kind::none:
       return tree();
     case tree::kind::leaf: {
-      auto it = restored.find(path);
-      if (it == restored.end()) return tree();
+      auto& a = *next++;
+      if (!a) return tree();
       any = true;
-      return tree(std::move(it->second));
+      return tree(std::move(*a));
     }
     case tree::kind::dict: {
       tree out = tree::dict();
       for (const auto& [k, v] : tmpl.items()) {
-        std::size_t mark = path.size();
-        path = join_path(path, escape_key(k));
         bool child_any = false;
-        tree c = rebuild(v, path, restored, child_any);
-        path.resize(mark);
+        tree c = rebuild(v, next, child_any);
         if (child_any || v.is_none() || (v.size() == 0 && !v.is_leaf())) out.set(k, std::move(c));
         any = any || child_any;
       }
@@ -163,12 +166,9 @@ tree rebuild(const tree& tmpl, std::string& path,
     }
     case tree::kind::list: {
       tree out = tree::list();
-      for (std::size_t i = 0; i < tmpl.elements().size(); ++i) {
-        std::size_t mark = path.size();
-        path = join_path(path, std::to_string(i));
+      for (const auto& e : tmpl.elements()) {
         bool child_any = false;
-        out.append(rebuild(tmpl.elements()[i], path, restored, child_any));
-        path.resize(mark);
+        out.append(rebuild(e, next, child_any));
         any = any || child_any;
       }
       return out;
@@ -440,22 +440,23 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
   if (!files) co_return fail(std::move(files).error());
   const format::index& ix = *cf->index;
   std::vector<target> targets;
-  std::unordered_map<std::string, ckpt::array> restored;
-  tree shape_tree;  // what to rebuild from `restored`
-  tree whole;       // or, for the whole checkpoint, the result built straight from the index
+  restored_leaves restored;
+  tree structure;               // (a subtree's load: the checkpoint's tree)
+  const tree* shape = nullptr;  // what to rebuild from `restored`
+  tree whole;  // or, for the whole checkpoint, the result built straight from the index
   result<void> m = success();
   if (want_subtree) {
-    const tree structure = format::structure(ix);
+    structure = format::structure(ix);
     auto node = structure.at(subtree);
     if (!node) {
       m = fail(std::move(node).error().with_context(cf->where));
     } else {
       // Only the subtree's leaves: their checkpoint paths carry the subtree's path as prefix.
-      shape_tree = *node.value();
+      shape = node.value();
       std::unordered_map<std::string_view, std::uint32_t> by_path;
       for (std::uint32_t i = 0; i < ix.leaves.size(); ++i)
         by_path.emplace(ix.leaves[i].path, i);
-      for (auto& fl : shape_tree.flatten()) {
+      for (auto& fl : shape->flatten()) {
         const std::uint32_t i = by_path.at(fl.path.empty() ? subtree : join_path(subtree, fl.path));
         auto z = allocate_leaf(ix.leaves[i]);
         if (!z) {
@@ -463,11 +464,11 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
           break;
         }
         targets.push_back({i, z.value().mutable_bytes()});
-        restored.emplace(fl.path, std::move(z.value()));
+        restored.emplace_back(std::move(z.value()));
       }
     }
   } else if (tmpl) {
-    shape_tree = *tmpl;
+    shape = tmpl;
     m = match_template(ix, *tmpl, opt, targets, restored, cf->where);
   } else {
     targets.reserve(ix.leaves.size());
@@ -488,9 +489,9 @@ asio::awaitable<result<loaded_checkpoint>> load_impl(std::shared_ptr<runtime> rt
   }
   CKPT_CO_TRY(co_await read_targets(rt, cf, std::move(files).value(), std::move(targets), opt));
   loaded_checkpoint out;
-  std::string p;
   bool any = false;
-  out.tree = want_subtree || tmpl ? rebuild(shape_tree, p, restored, any) : std::move(whole);
+  auto next = restored.begin();
+  out.tree = shape ? rebuild(*shape, next, any) : std::move(whole);
   out.metadata = std::move(*cf->metadata);
   out.job = std::move(cf->job);
   co_return out;
