@@ -1,9 +1,15 @@
+#include "pipeline/buffer_pool.hpp"
+
 #include <ckpt/array.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <limits>
+#include <vector>
 
 using ckpt::dtype;
 
@@ -114,4 +120,24 @@ TEST_CASE("aligned buffers are aligned and move-only", "[array][buffer]") {
   CHECK(e.capacity() == 128);
   CHECK_THROWS_AS(ckpt::aligned_buffer(10, 3), std::invalid_argument);
   CHECK(ckpt::aligned_buffer(0).data() == nullptr);
+}
+
+TEST_CASE("the staging pool's buffers for reads come with their pages in", "[buffer]") {
+  // take_for_read's promise: a new buffer's pages are written before an O_DIRECT read fills it
+  // (so that the read does not fault them in itself). mincore() says which pages are resident.
+  ckpt::detail::buffer_pool pool(64 << 20);
+  auto b = pool.take_for_read(3 << 20);
+  REQUIRE(b.size() == std::size_t{3} << 20);
+  REQUIRE(b.capacity() == std::size_t{3} << 20);
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in(b.capacity() / page);
+  REQUIRE(::mincore(b.data(), b.capacity(), in.data()) == 0);
+  std::size_t resident = 0;
+  for (unsigned char v : in)
+    resident += v & 1;
+  CHECK(resident == in.size());
+  // A buffer given back comes out again as it is (a hit in the pool touches nothing).
+  auto* p = b.data();
+  pool.give(std::move(b));
+  CHECK(pool.take_for_read(3 << 20).data() == p);
 }

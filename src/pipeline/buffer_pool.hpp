@@ -20,7 +20,29 @@ class buffer_pool {
   static std::size_t size_class(std::size_t n) { return align_up(n, std::size_t{1} << 20); }
 
   /// A buffer with capacity >= n (size set to n).
-  aligned_buffer take(std::size_t n) {
+  aligned_buffer take(std::size_t n) { return take(n, false); }
+
+  /// take() for a buffer that an O_DIRECT read fills first: one allocated now has its pages
+  /// written once, in order, before it is returned. Left to the read, a fresh buffer's pages
+  /// are faulted in by the read's page pinning on the submitting thread (~2 ms per 4 MiB here)
+  /// and come out scattered, so that virtio-blk splits the read at its 254 segments into 1 MiB
+  /// requests; touched first, a fresh-process load of the small workload (20,000 leaves, all
+  /// through staging) ran 0.35-0.41 s median against 0.51-0.54 s (2 x 10 alternated runs, both
+  /// orders), the others the same.
+  aligned_buffer take_for_read(std::size_t n) { return take(n, true); }
+
+  void give(aligned_buffer b) {
+    std::size_t cls = b.capacity();
+    if (cls == 0 || cls != size_class(cls)) return;  // not one of ours: just free it
+    std::lock_guard l(m_);
+    if (cached_ + cls > max_cached_) return;
+    cached_ += cls;
+    b.resize(0);
+    free_[cls].push_back(std::move(b));
+  }
+
+ private:
+  aligned_buffer take(std::size_t n, bool touch_new) {
     std::size_t cls = size_class(n);
     {
       std::lock_guard l(m_);
@@ -34,21 +56,14 @@ class buffer_pool {
       }
     }
     aligned_buffer b(cls);
+    if (touch_new) {
+      for (std::size_t k = 0; k < cls; k += 4096)
+        b.data()[k] = std::byte{0};
+    }
     b.resize(n);
     return b;
   }
 
-  void give(aligned_buffer b) {
-    std::size_t cls = b.capacity();
-    if (cls == 0 || cls != size_class(cls)) return;  // not one of ours: just free it
-    std::lock_guard l(m_);
-    if (cached_ + cls > max_cached_) return;
-    cached_ += cls;
-    b.resize(0);
-    free_[cls].push_back(std::move(b));
-  }
-
- private:
   std::mutex m_;
   std::uint64_t max_cached_;
   std::uint64_t cached_ = 0;
