@@ -122,11 +122,12 @@ TEST_CASE("aligned buffers are aligned and move-only", "[array][buffer]") {
   CHECK(ckpt::aligned_buffer(0).data() == nullptr);
 }
 
-TEST_CASE("the staging pool's buffers for reads come with their pages in", "[buffer]") {
-  // take_for_read's promise: a new buffer's pages are written before an O_DIRECT read fills it
-  // (so that the read does not fault them in itself). mincore() says which pages are resident.
+TEST_CASE("the staging pool's take_faulted returns buffers with their pages in", "[buffer]") {
+  // A new buffer's pages are written before it is returned (so that an O_DIRECT read into it,
+  // or a start_save after reserve_staging, does not fault them in). mincore() says which pages
+  // are resident.
   ckpt::detail::buffer_pool pool(64 << 20);
-  auto b = pool.take_for_read(3 << 20);
+  auto b = pool.take_faulted(3 << 20);
   REQUIRE(b.size() == std::size_t{3} << 20);
   REQUIRE(b.capacity() == std::size_t{3} << 20);
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
@@ -139,5 +140,5 @@ TEST_CASE("the staging pool's buffers for reads come with their pages in", "[buf
   // A buffer given back comes out again as it is (a hit in the pool touches nothing).
   auto* p = b.data();
   pool.give(std::move(b));
-  CHECK(pool.take_for_read(3 << 20).data() == p);
+  CHECK(pool.take_faulted(3 << 20).data() == p);
 }

@@ -22,14 +22,15 @@ class buffer_pool {
   /// A buffer with capacity >= n (size set to n).
   aligned_buffer take(std::size_t n) { return take(n, false); }
 
-  /// take() for a buffer that an O_DIRECT read fills first: one allocated now has the pages of
-  /// its first `n` bytes written once, in order, before it is returned. Left to the read, a fresh
-  /// buffer's pages are faulted in by the read's page pinning on the submitting thread (~2 ms per 4
-  /// MiB here) and come out scattered, so that virtio-blk splits the read at its 254 segments into
-  /// 1 MiB requests; touched first, a fresh-process load of the small workload (20,000 leaves, all
-  /// through staging) ran 0.35-0.41 s median against 0.51-0.54 s (2 x 10 alternated runs, both
-  /// orders), the others the same.
-  aligned_buffer take_for_read(std::size_t n) { return take(n, true); }
+  /// take() with its pages in: a buffer allocated now has the pages of its first `n` bytes
+  /// written once, in order, before it is returned (a pooled one already has them). For a buffer
+  /// that an O_DIRECT read fills first: left to the read, its pages are faulted in by the read's
+  /// page pinning on the submitting thread (~2 ms per 4 MiB here) and come out scattered, so that
+  /// virtio-blk splits the read at its 254 segments into 1 MiB requests; touched first, a
+  /// fresh-process load of the small workload (20,000 leaves, all through staging) ran 0.35-0.41 s
+  /// median against 0.51-0.54 s (2 x 10 alternated runs, both orders), the others the same. And
+  /// for reserve_staging, which faults in a start_save's buffers ahead of its `staged`.
+  aligned_buffer take_faulted(std::size_t n) { return take(n, true); }
 
   void give(aligned_buffer b) {
     std::size_t cls = b.capacity();

@@ -365,7 +365,7 @@ struct reader : std::enable_shared_from_this<reader> {
     // Staged: the extent's bytes in a buffer of the runtime's staging budget.
     const auto cost = detail::buffer_pool::size_class(extents[i].length);
     co_await rti.staging.acquire(cost);
-    aligned_buffer buf = rti.buffers.take_for_read(extents[i].length);
+    aligned_buffer buf = rti.buffers.take_faulted(extents[i].length);
     auto r = co_await read_and_decode(i, buf.span());
     rti.buffers.give(std::move(buf));
     rti.staging.release(cost);

@@ -798,8 +798,7 @@ std::uint64_t reserve_staging(const tree& t, const save_options& options) {
   for (const auto& u : units) {
     const std::uint64_t n = unit_buffer_bytes(u, slab);
     if (total + n > rt->staging_budget()) break;
-    held.push_back(pool.take(static_cast<std::size_t>(n)));
-    std::memset(held.back().data(), 0, held.back().capacity());
+    held.push_back(pool.take_faulted(static_cast<std::size_t>(n)));
     total += n;
   }
   for (auto& b : held)

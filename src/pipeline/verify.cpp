@@ -114,7 +114,7 @@ struct verifier : std::enable_shared_from_this<verifier> {
       if (progress_cb) progress_cb(progress);
       co_return success();
     }
-    aligned_buffer buf = rti.buffers.take_for_read(e.length);
+    aligned_buffer buf = rti.buffers.take_faulted(e.length);
     auto n = co_await io().read(files[e.file], buf.span(), e.start);
     if (!n) {
       const std::string msg = "read error: " + n.error().what();
