@@ -1,5 +1,7 @@
 #include <ckpt/tree.hpp>
 
+#include "model/tree_walk.hpp"
+
 #include <charconv>
 #include <functional>
 #include <stdexcept>
@@ -229,34 +231,6 @@ tree* tree::find(std::string_view path) {
 
 namespace {
 
-void flatten_into(const tree& t, std::string& path, std::vector<flat_leaf>& out) {
-  switch (t.type()) {
-    case tree::kind::none:
-      return;
-    case tree::kind::leaf:
-      out.push_back({path, t.leaf()});
-      return;
-    case tree::kind::dict:
-      for (const auto& [k, v] : t.items()) {
-        std::size_t mark = path.size();
-        if (!path.empty()) path += '/';
-        path += escape_key(k);
-        flatten_into(v, path, out);
-        path.resize(mark);
-      }
-      return;
-    case tree::kind::list:
-      for (std::size_t i = 0; i < t.elements().size(); ++i) {
-        std::size_t mark = path.size();
-        if (!path.empty()) path += '/';
-        path += std::to_string(i);
-        flatten_into(t.elements()[i], path, out);
-        path.resize(mark);
-      }
-      return;
-  }
-}
-
 template <class F>
 void for_each_leaf(const tree& t, F&& f) {
   if (t.is_leaf()) f(t.leaf());
@@ -271,8 +245,9 @@ void for_each_leaf(const tree& t, F&& f) {
 std::vector<flat_leaf> tree::flatten() const {
   std::vector<flat_leaf> out;
   out.reserve(num_leaves());
-  std::string path;
-  flatten_into(*this, path, out);
+  detail::for_each_leaf_path(*this, [&](const std::string& path, const ckpt::array& a) {
+    out.push_back({path, a});
+  });
   return out;
 }
 
