@@ -6,6 +6,8 @@
 #include <ckpt/tree.hpp>
 
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace ckpt::detail {
 
