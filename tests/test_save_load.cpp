@@ -2,6 +2,7 @@
 // contract and corrupt checkpoints. Runs on tmpfs and on the real disk.
 #include "format/index.hpp"
 #include "index_support.hpp"
+#include "pipeline/save_units.hpp"
 #include "support.hpp"
 
 #include <ckpt/load.hpp>
@@ -345,6 +346,45 @@ TEST_CASE("reserve_staging faults in what a save of the tree takes, within the b
     tree big = tree::dict({{"w", array::zeros(dtype::u8, {96ll << 20}).value()}});  // 6 units
     CHECK(ckpt::reserve_staging(big, o) <= ro.staging_budget);
   }
+}
+
+TEST_CASE("a save writes one data file per 64 MiB by default, at most 4, or as many as asked",
+          "[save]") {
+  auto files_in = [](const fs::path& c) {
+    std::size_t n = 0;
+    for (const auto& e : fs::directory_iterator(c))
+      n += e.path().filename().string().rfind("data-", 0) == 0;
+    return n;
+  };
+  ckpt::test::temp_dir dir;
+  ckpt::save_options o;
+  o.compress = false;
+  tree t = tree::dict({{"a", random_leaf(dtype::f32, {1 << 20}, 1)},   // 4 MiB
+                       {"b", random_leaf(dtype::f32, {1 << 20}, 2)},   // 4 MiB
+                       {"c", random_leaf(dtype::u8, {1 << 20}, 3)}});  // 1 MiB: 3 units
+  CHECK(ckpt::save_options{}.data_files == 0);
+  REQUIRE(ckpt::save_blocking(dir / "default", t, {}, o));
+  CHECK(files_in(dir / "default") == 1);
+  o.data_files = 3;
+  REQUIRE(ckpt::save_blocking(dir / "three", t, {}, o));
+  CHECK(files_in(dir / "three") == 3);
+  o.data_files = 8;  // never more than one per write unit
+  REQUIRE(ckpt::save_blocking(dir / "eight", t, {}, o));
+  CHECK(files_in(dir / "eight") == 3);
+  // 65 MiB of zeros (stored raw: compress off): two files by default.
+  o.data_files = 0;
+  tree big = tree::dict({{"w", array::zeros(dtype::u8, {65ll << 20}).value()}});
+  REQUIRE(ckpt::save_blocking(dir / "big", big, {}, o));
+  CHECK(files_in(dir / "big") == 2);
+  for (const char* name : {"default", "three", "eight", "big"}) {
+    auto l = ckpt::load_blocking(dir / name);
+    REQUIRE(l);
+    CHECK(l.value().tree == (std::string(name) == "big" ? big : t));
+  }
+  CHECK(ckpt::pipeline::auto_data_files(0) == 1);
+  CHECK(ckpt::pipeline::auto_data_files(64ull << 20) == 1);
+  CHECK(ckpt::pipeline::auto_data_files((64ull << 20) + 1) == 2);
+  CHECK(ckpt::pipeline::auto_data_files(1ull << 40) == 4);
 }
 
 TEST_CASE("corrupt checkpoints are refused with the file and leaf named", "[load][corrupt]") {

@@ -29,8 +29,10 @@ struct save_options {
   /// Leaves are split into chunks of at most this many raw bytes; small leaves are packed
   /// together into write units of this size.
   std::uint64_t chunk_bytes = 4ull << 20;
-  /// Data files written in parallel.
-  unsigned data_files = 4;
+  /// Data files written in parallel. 0 (the default): one per 64 MiB of the tree's bytes, at
+  /// most 4 (a 36 MiB save writes one file: 9-10 % faster than into four on our test VM);
+  /// any other value: that many (at most one per write unit).
+  unsigned data_files = 0;
   /// Replace an existing committed checkpoint at the same path. The swap is atomic: the old one
   /// stays intact and visible until the new one commits, and is deleted before the save
   /// completes (a failure to delete it leaves a `.<name>.trash-*` directory that

@@ -42,6 +42,7 @@ namespace asio = boost::asio;
 namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
 
+using pipeline::auto_data_files;
 using pipeline::encode_captured;
 using pipeline::encode_uncaptured;
 using pipeline::io_align;
@@ -321,16 +322,14 @@ asio::awaitable<result<void>> save_handle::state::prepare() {
               co_await io().open(parent_dir.fd, tmp_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   tmp_dir = tf;
 
-  const unsigned nfiles =
-      static_cast<unsigned>(std::min<std::size_t>(std::max(1u, options.data_files), units.size()));
-  {
-    std::uint64_t total = 0, largest = 0;
-    for (const auto& u : units) {
-      total += align_up(u.raw_bytes, io_align);
-      largest = std::max(largest, align_up(u.raw_bytes, io_align));
-    }
-    file_budget = (total - largest + nfiles - 1) / std::max(1u, nfiles) + largest;
+  std::uint64_t total = 0, largest = 0;
+  for (const auto& u : units) {
+    total += align_up(u.raw_bytes, io_align);
+    largest = std::max(largest, align_up(u.raw_bytes, io_align));
   }
+  const unsigned nfiles = static_cast<unsigned>(std::min<std::uint64_t>(
+      options.data_files != 0 ? options.data_files : auto_data_files(total), units.size()));
+  file_budget = (total - largest + nfiles - 1) / std::max(1u, nfiles) + largest;
   for (unsigned i = 0; i < nfiles; ++i) {
     std::string fname = format::data_file_name(i);
     int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (options.direct_io ? O_DIRECT : 0);

@@ -68,6 +68,11 @@ std::uint64_t save_slab_bytes(std::uint64_t chunk_bytes) {
       io_align);
 }
 
+unsigned auto_data_files(std::uint64_t bytes) {
+  constexpr std::uint64_t per_file = 64ull << 20;
+  return static_cast<unsigned>(std::clamp<std::uint64_t>((bytes + per_file - 1) / per_file, 1, 4));
+}
+
 // The staging bytes a unit holds: a captured unit is encoded in place and never outgrows its
 // raw bytes (padded), an uncaptured one may need room for a compressed piece's worst case.
 std::uint64_t unit_buffer_bytes(const unit& u, std::uint64_t slab_bytes) {

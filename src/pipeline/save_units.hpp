@@ -65,6 +65,10 @@ std::vector<unit> pack_units(const std::vector<flat_leaf>& leaves, std::uint64_t
 /// O_DIRECT.
 std::uint64_t save_slab_bytes(std::uint64_t chunk_bytes);
 
+/// How many data files a save of `bytes` (its units, padded) writes when save_options::data_files
+/// is 0: one per 64 MiB, at least 1, at most 4.
+unsigned auto_data_files(std::uint64_t bytes);
+
 /// The staging bytes a unit holds: a captured unit is encoded in place and never outgrows its
 /// raw bytes (padded), an uncaptured one may need room for a compressed piece's worst case.
 std::uint64_t unit_buffer_bytes(const unit& u, std::uint64_t slab_bytes);
